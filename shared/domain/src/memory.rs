@@ -1,0 +1,274 @@
+//! In-memory implementations of the ports, for handler tests and benchmarks
+//! (feature `mocks`). The run store keeps the same conditional semantics as
+//! the DynamoDB one.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::alert::Alert;
+use crate::error::{Error, Result};
+use crate::ports::{
+    Clock, Launch, LaunchedTask, Notifier, RunStore, TaskRunner, TaskTokens, TokenDelivery,
+};
+use crate::run::{ChangeOutcome, CreateOutcome, RunChange, RunQuery, RunRecord, SlotGrant};
+use crate::task::{TaskDescription, TaskLookup};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Default)]
+pub struct MemoryRunStore {
+    runs: Mutex<BTreeMap<String, RunRecord>>,
+    /// job -> slot -> (holder, lease_until)
+    slots: Mutex<BTreeMap<String, BTreeMap<u32, (String, OffsetDateTime)>>>,
+}
+
+impl MemoryRunStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn all_runs(&self) -> Vec<RunRecord> {
+        lock(&self.runs).values().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl RunStore for MemoryRunStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<CreateOutcome> {
+        let mut runs = lock(&self.runs);
+        if let Some(existing) = runs.get(&run.run_id) {
+            return Ok(CreateOutcome::Exists(existing.clone()));
+        }
+        runs.insert(run.run_id.clone(), run.clone());
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        Ok(lock(&self.runs).get(run_id).cloned())
+    }
+
+    async fn change_run(&self, run_id: &str, change: &RunChange) -> Result<ChangeOutcome> {
+        let mut runs = lock(&self.runs);
+        let Some(run) = runs.get_mut(run_id) else {
+            return Ok(ChangeOutcome::NotFound);
+        };
+        let to = change.status();
+        if !to.allowed_from().contains(&run.status) {
+            return Ok(if run.status == to {
+                ChangeOutcome::Replayed(run.clone())
+            } else {
+                ChangeOutcome::Rejected(run.clone())
+            });
+        }
+        change.apply_to(run);
+        Ok(ChangeOutcome::Applied(run.clone()))
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        let mut out: Vec<RunRecord> = lock(&self.runs)
+            .values()
+            .filter(|r| r.job == query.job && query.status.is_none_or(|s| s == r.status))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (b.created_at, &b.run_id).cmp(&(a.created_at, &a.run_id)));
+        out.truncate(query.limit as usize);
+        Ok(out)
+    }
+
+    async fn runs_of_execution(&self, execution_id: &str) -> Result<Vec<RunRecord>> {
+        let mut out: Vec<RunRecord> = lock(&self.runs)
+            .values()
+            .filter(|r| r.execution.id == execution_id)
+            .cloned()
+            .collect();
+        out.sort_by_key(|r| r.attempt);
+        Ok(out)
+    }
+
+    async fn acquire_slot(
+        &self,
+        job: &str,
+        holder: &str,
+        max: u32,
+        lease_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<SlotGrant> {
+        let mut slots = lock(&self.slots);
+        let job_slots = slots.entry(job.to_string()).or_default();
+        if let Some((slot, entry)) = job_slots.iter_mut().find(|(_, (h, _))| h == holder) {
+            entry.1 = lease_until;
+            return Ok(SlotGrant::Granted { slot: *slot });
+        }
+        for slot in 0..max {
+            let free = job_slots.get(&slot).is_none_or(|(_, until)| *until < now);
+            if free {
+                job_slots.insert(slot, (holder.to_string(), lease_until));
+                return Ok(SlotGrant::Granted { slot });
+            }
+        }
+        Ok(SlotGrant::Busy {
+            holders: job_slots.values().map(|(h, _)| h.clone()).collect(),
+        })
+    }
+
+    async fn release_slot(&self, job: &str, holder: &str) -> Result<()> {
+        if let Some(job_slots) = lock(&self.slots).get_mut(job) {
+            job_slots.retain(|_, (h, _)| h != holder);
+        }
+        Ok(())
+    }
+}
+
+/// A task runner that records launches and answers from a scripted state.
+#[derive(Default)]
+pub struct FakeTaskRunner {
+    pub launches: Mutex<Vec<Launch>>,
+    pub stops: Mutex<Vec<(String, String)>>,
+    /// Task descriptions by ARN; absent means MISSING.
+    pub tasks: Mutex<BTreeMap<String, TaskDescription>>,
+    /// Errors to return from the next RunTask calls, in order.
+    pub launch_errors: Mutex<Vec<Error>>,
+}
+
+impl FakeTaskRunner {
+    pub fn set_task(&self, task: TaskDescription) {
+        lock(&self.tasks).insert(task.task_arn.clone(), task);
+    }
+    pub fn fail_next_launch(&self, err: Error) {
+        lock(&self.launch_errors).push(err);
+    }
+    pub fn launches(&self) -> Vec<Launch> {
+        lock(&self.launches).clone()
+    }
+    pub fn stops(&self) -> Vec<(String, String)> {
+        lock(&self.stops).clone()
+    }
+}
+
+#[async_trait]
+impl TaskRunner for FakeTaskRunner {
+    async fn run_task(&self, launch: &Launch) -> Result<LaunchedTask> {
+        lock(&self.launches).push(launch.clone());
+        {
+            let mut errors = lock(&self.launch_errors);
+            if !errors.is_empty() {
+                return Err(errors.remove(0));
+            }
+        }
+        // Same token, same task: like ECS's clientToken.
+        let task_arn = format!(
+            "arn:aws:ecs:us-east-1:000000000000:task/test/{}",
+            &launch.client_token[..32.min(launch.client_token.len())]
+        );
+        let task = TaskDescription {
+            task_arn: task_arn.clone(),
+            last_status: "PROVISIONING".into(),
+            started_by: Some(launch.started_by.clone()),
+            ..Default::default()
+        };
+        lock(&self.tasks)
+            .entry(task_arn.clone())
+            .or_insert(task.clone());
+        Ok(LaunchedTask {
+            task_arn,
+            task: Some(task),
+        })
+    }
+
+    async fn describe_tasks(&self, task_arns: &[String]) -> Result<Vec<TaskLookup>> {
+        let tasks = lock(&self.tasks);
+        Ok(task_arns
+            .iter()
+            .map(|arn| match tasks.get(arn) {
+                Some(t) => TaskLookup::Found(t.clone()),
+                None => TaskLookup::Missing {
+                    task_arn: arn.clone(),
+                    reason: "MISSING".into(),
+                },
+            })
+            .collect())
+    }
+
+    async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()> {
+        lock(&self.stops).push((task_arn.to_string(), reason.to_string()));
+        Ok(())
+    }
+}
+
+/// Records every token completion; a token completes once.
+#[derive(Default)]
+pub struct RecordingTaskTokens {
+    pub sent: Mutex<Vec<(String, std::result::Result<Value, (String, String)>)>>,
+}
+
+impl RecordingTaskTokens {
+    pub fn sent(&self) -> Vec<(String, std::result::Result<Value, (String, String)>)> {
+        lock(&self.sent).clone()
+    }
+    fn deliver(
+        &self,
+        token: &str,
+        what: std::result::Result<Value, (String, String)>,
+    ) -> TokenDelivery {
+        let mut sent = lock(&self.sent);
+        if sent.iter().any(|(t, _)| t == token) {
+            return TokenDelivery::AlreadyClosed;
+        }
+        sent.push((token.to_string(), what));
+        TokenDelivery::Delivered
+    }
+}
+
+#[async_trait]
+impl TaskTokens for RecordingTaskTokens {
+    async fn send_success(&self, token: &str, output: &Value) -> Result<TokenDelivery> {
+        Ok(self.deliver(token, Ok(output.clone())))
+    }
+    async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<TokenDelivery> {
+        Ok(self.deliver(token, Err((error.to_string(), cause.to_string()))))
+    }
+}
+
+#[derive(Default)]
+pub struct RecordingNotifier {
+    pub alerts: Mutex<Vec<Alert>>,
+}
+
+impl RecordingNotifier {
+    pub fn alerts(&self) -> Vec<Alert> {
+        lock(&self.alerts).clone()
+    }
+}
+
+#[async_trait]
+impl Notifier for RecordingNotifier {
+    async fn publish(&self, alert: &Alert) -> Result<String> {
+        let mut alerts = lock(&self.alerts);
+        alerts.push(alert.clone());
+        Ok(format!("message-{}", alerts.len()))
+    }
+}
+
+/// A clock tests move by hand.
+pub struct ManualClock(Mutex<OffsetDateTime>);
+
+impl ManualClock {
+    pub fn new(start: OffsetDateTime) -> Self {
+        ManualClock(Mutex::new(start))
+    }
+    pub fn advance(&self, by: time::Duration) {
+        let mut t = lock(&self.0);
+        *t += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *lock(&self.0)
+    }
+}

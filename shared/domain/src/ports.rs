@@ -1,0 +1,123 @@
+//! The ports: every side effect a handler has crosses one of these traits.
+//! AWS adapters implement them in `stevedore-aws`, local ones in the local
+//! engine, in-memory ones in [`crate::memory`] (feature `mocks`).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::alert::Alert;
+use crate::error::Result;
+use crate::run::{ChangeOutcome, CreateOutcome, RunChange, RunQuery, RunRecord, SlotGrant};
+use crate::spec::{Capacity, JobSpec, NetworkSpec};
+use crate::task::{TaskDescription, TaskLookup};
+
+/// Everything RunTask needs for one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launch {
+    pub spec: JobSpec,
+    pub run_id: String,
+    pub client_token: String,
+    /// `OnDemand` or `Spot` (a fallback is decided before this).
+    pub capacity: Capacity,
+    /// Subnets, security groups and public IP, defaults already applied.
+    pub network: NetworkSpec,
+    pub started_by: String,
+    /// The spec's tags plus Stevedore's own.
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchedTask {
+    pub task_arn: String,
+    pub task: Option<TaskDescription>,
+}
+
+#[async_trait]
+pub trait TaskRunner: Send + Sync {
+    /// Starts the task, idempotently by `launch.client_token`. A RunTask
+    /// `failures` entry is an error with its failure class, never success.
+    async fn run_task(&self, launch: &Launch) -> Result<LaunchedTask>;
+    /// Describes tasks (any number; adapters batch). Unknown tasks come back
+    /// as [`TaskLookup::Missing`].
+    async fn describe_tasks(&self, task_arns: &[String]) -> Result<Vec<TaskLookup>>;
+    /// Asks ECS to stop a task; stopping a stopped task is not an error.
+    async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()>;
+}
+
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Creates a run; a retried create of the same id returns the existing one.
+    async fn create_run(&self, run: &RunRecord) -> Result<CreateOutcome>;
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>>;
+    /// Applies a change if the run's status allows it (see [`RunChange`]).
+    async fn change_run(&self, run_id: &str, change: &RunChange) -> Result<ChangeOutcome>;
+    /// Runs of one job, newest first.
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>>;
+    /// Every run (attempt) of one execution, by attempt.
+    async fn runs_of_execution(&self, execution_id: &str) -> Result<Vec<RunRecord>>;
+    /// Takes one of a job's `max` concurrency slots for `holder` (an
+    /// execution id) until `lease_until`. A holder asking again gets its slot
+    /// back with the new lease; an expired lease is free.
+    async fn acquire_slot(
+        &self,
+        job: &str,
+        holder: &str,
+        max: u32,
+        lease_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<SlotGrant>;
+    /// Frees the slot `holder` has, if any.
+    async fn release_slot(&self, job: &str, holder: &str) -> Result<()>;
+}
+
+/// Whether a task token was delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenDelivery {
+    Delivered,
+    /// The waiting task already completed or timed out: nothing to do.
+    AlreadyClosed,
+}
+
+#[async_trait]
+pub trait TaskTokens: Send + Sync {
+    async fn send_success(&self, token: &str, output: &Value) -> Result<TokenDelivery>;
+    async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<TokenDelivery>;
+}
+
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Publishes an alert; returns the message id.
+    async fn publish(&self, alert: &Alert) -> Result<String>;
+}
+
+#[async_trait]
+pub trait LogSource: Send + Sync {
+    /// The last `lines` lines of the job container's log, oldest first.
+    async fn tail(&self, run: &RunRecord, lines: usize) -> Result<Vec<String>>;
+}
+
+/// No logs: for deployments without a log source.
+pub struct NoLogs;
+
+#[async_trait]
+impl LogSource for NoLogs {
+    async fn tail(&self, _run: &RunRecord, _lines: usize) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
