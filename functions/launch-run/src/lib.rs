@@ -1,1 +1,332 @@
-//! placeholder
+//! `launch-run`: validates the job spec, takes the job's concurrency slot,
+//! records the run and starts its Fargate task (idempotently, by client token).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use stevedore_domain::failure::Outcome;
+use stevedore_domain::flow::parse_input;
+use stevedore_domain::ports::{Clock, Launch, RunStore, TaskRunner};
+use stevedore_domain::run::{
+    client_token, run_id, ChangeOutcome, CreateOutcome, ExecutionRef, RunChange, RunRecord,
+    SlotGrant,
+};
+use stevedore_domain::spec::{Capacity, JobSpec, WhenBusy};
+use stevedore_domain::task::format_time;
+use stevedore_domain::{Error, FailureClass, Result, RunStatus};
+use tracing::{info, warn};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// How often the waiting state wakes up to poll when no event came.
+    pub check_interval_seconds: u64,
+    /// How long run records are kept (TTL).
+    pub retention_days: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            check_interval_seconds: 300,
+            retention_days: 400,
+        }
+    }
+}
+
+impl Config {
+    /// `CHECK_INTERVAL_SECONDS` (60-3600, default 300), `RETENTION_DAYS` (1-3650, default 400).
+    pub fn from_env() -> std::result::Result<Config, String> {
+        let mut c = Config::default();
+        if let Some(v) = stevedore_aws_env("CHECK_INTERVAL_SECONDS") {
+            c.check_interval_seconds = v
+                .parse()
+                .ok()
+                .filter(|n| (60..=3600).contains(n))
+                .ok_or("environment variable CHECK_INTERVAL_SECONDS must be 60-3600")?;
+        }
+        if let Some(v) = stevedore_aws_env("RETENTION_DAYS") {
+            c.retention_days = v
+                .parse()
+                .ok()
+                .filter(|n| (1..=3650).contains(n))
+                .ok_or("environment variable RETENTION_DAYS must be 1-3650")?;
+        }
+        Ok(c)
+    }
+}
+
+fn stevedore_aws_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+pub struct Deps {
+    pub tasks: Arc<dyn TaskRunner>,
+    pub runs: Arc<dyn RunStore>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Config,
+}
+
+/// The state input: the job spec as the user wrote it, the execution (from
+/// the context object), the attempt, and the capacity a retry asks for.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchInput {
+    pub spec: Value,
+    pub execution: ExecutionRef,
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LaunchStatus {
+    /// The task is running (or already was, for a retried call).
+    Launched,
+    /// The job's slots were taken and it says `whenBusy: skip`.
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchOutput {
+    pub run_id: String,
+    pub job: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub status: LaunchStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_arn: Option<String>,
+    pub capacity: Capacity,
+    /// Seconds the waiting state waits before polling: the job's timeout
+    /// divided into equal intervals no longer than the check interval, so
+    /// the last wake-up falls on the deadline.
+    pub check_seconds: u64,
+    pub deadline: String,
+    pub message: String,
+}
+
+/// Equal check intervals that end on the deadline.
+pub fn check_seconds(timeout: u64, interval: u64) -> u64 {
+    let interval = interval.max(1);
+    let checks = timeout.div_ceil(interval).max(1);
+    timeout.div_ceil(checks).max(1)
+}
+
+pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput> {
+    let input: LaunchInput = parse_input(event, "launch-run")?;
+    let spec = JobSpec::from_value(&input.spec)?;
+    if input.attempt == 0 || input.attempt > spec.retry.max_attempts {
+        return Err(Error::invalid_input(format!(
+            "attempt {} is outside 1-{} (retry.maxAttempts)",
+            input.attempt, spec.retry.max_attempts
+        )));
+    }
+    let now = deps.clock.now();
+    let deadline = now + time::Duration::seconds(spec.timeout as i64);
+    let id = run_id(&spec.job, &input.execution, input.attempt);
+    let capacity = input.capacity.unwrap_or(match spec.capacity {
+        Capacity::OnDemand => Capacity::OnDemand,
+        Capacity::Spot | Capacity::SpotWithFallback => Capacity::Spot,
+    });
+    let record = RunRecord {
+        run_id: id.clone(),
+        job: spec.job.clone(),
+        execution: input.execution.clone(),
+        attempt: input.attempt,
+        max_attempts: spec.retry.max_attempts,
+        status: RunStatus::Pending,
+        spec: spec.to_value(),
+        capacity,
+        created_at: now,
+        deadline,
+        task_arn: None,
+        task_token: None,
+        stop_request: None,
+        task: None,
+        outcome: None,
+        cost: None,
+        finished_at: None,
+        expires_at: (now + time::Duration::days(deps.config.retention_days as i64))
+            .unix_timestamp(),
+    };
+    let output = |status: LaunchStatus,
+                  task_arn: Option<String>,
+                  capacity: Capacity,
+                  message: String| LaunchOutput {
+        run_id: id.clone(),
+        job: spec.job.clone(),
+        attempt: input.attempt,
+        max_attempts: spec.retry.max_attempts,
+        status,
+        task_arn,
+        capacity,
+        check_seconds: check_seconds(spec.timeout, deps.config.check_interval_seconds),
+        deadline: format_time(deadline),
+        message,
+    };
+
+    // A retried invocation finds its own run and carries on from there.
+    let existing = deps.runs.get_run(&id).await?;
+    if let Some(run) = &existing {
+        if let Some(arn) = &run.task_arn {
+            info!(run_id = %id, "launch already done");
+            return Ok(output(
+                LaunchStatus::Launched,
+                Some(arn.clone()),
+                run.capacity,
+                "already launched".into(),
+            ));
+        }
+        if run.status == RunStatus::Skipped {
+            return Ok(output(
+                LaunchStatus::Skipped,
+                None,
+                run.capacity,
+                skipped_message(&run.outcome),
+            ));
+        }
+        if run.status.is_terminal() {
+            let outcome = run
+                .outcome
+                .clone()
+                .unwrap_or_else(|| Outcome::failed(FailureClass::InvalidInput, "ended", None));
+            return Err(Error::new(
+                outcome.class.unwrap_or(FailureClass::InvalidInput),
+                outcome.message,
+            ));
+        }
+    }
+
+    // The slot is held by the execution, across its attempts, until the lease
+    // (deadline plus time to stop and record) runs out or the run ends.
+    let lease_until = deadline + time::Duration::minutes(15);
+    let grant = deps
+        .runs
+        .acquire_slot(
+            &spec.job,
+            &input.execution.id,
+            spec.concurrency.max,
+            lease_until,
+            now,
+        )
+        .await?;
+    if let SlotGrant::Busy { holders } = grant {
+        let message = format!(
+            "{} already has {} run(s) in progress (concurrency.max = {}): {}",
+            spec.job,
+            holders.len(),
+            spec.concurrency.max,
+            holders.join(", ")
+        );
+        let (status, outcome) = match spec.concurrency.when_busy {
+            WhenBusy::Skip => (
+                RunStatus::Skipped,
+                Outcome::failed(FailureClass::JobAlreadyRunning, message.clone(), None),
+            ),
+            WhenBusy::Fail => (
+                RunStatus::Failed,
+                Outcome::failed(FailureClass::JobAlreadyRunning, message.clone(), None),
+            ),
+        };
+        let busy = RunRecord {
+            status,
+            outcome: Some(outcome),
+            finished_at: Some(now),
+            ..record
+        };
+        deps.runs.create_run(&busy).await?;
+        warn!(run_id = %id, "concurrency slot taken");
+        return match spec.concurrency.when_busy {
+            WhenBusy::Skip => Ok(output(LaunchStatus::Skipped, None, capacity, message)),
+            WhenBusy::Fail => Err(Error::new(FailureClass::JobAlreadyRunning, message)),
+        };
+    }
+
+    let record = match deps.runs.create_run(&record).await? {
+        CreateOutcome::Created => record,
+        CreateOutcome::Exists(run) => run,
+    };
+
+    let mut tags = spec.tags.clone();
+    tags.insert("stevedore:job".into(), spec.job.clone());
+    tags.insert("stevedore:run-id".into(), id.clone());
+    tags.insert("stevedore:attempt".into(), input.attempt.to_string());
+    let mut launch = Launch {
+        spec: spec.clone(),
+        run_id: id.clone(),
+        client_token: client_token(&input.execution, input.attempt, record.capacity),
+        capacity: record.capacity,
+        network: spec.network.clone().unwrap_or_default(),
+        started_by: record.started_by(),
+        tags,
+    };
+    let launched = match deps.tasks.run_task(&launch).await {
+        Err(e)
+            if e.class == FailureClass::CapacityUnavailable
+                && launch.capacity == Capacity::Spot
+                && spec.capacity == Capacity::SpotWithFallback =>
+        {
+            warn!(run_id = %id, "no Fargate Spot capacity; falling back to on-demand");
+            launch.capacity = Capacity::OnDemand;
+            launch.client_token = client_token(&input.execution, input.attempt, Capacity::OnDemand);
+            deps.tasks.run_task(&launch).await?
+        }
+        other => other?,
+    };
+
+    let change = RunChange {
+        task_arn: Some(launched.task_arn.clone()),
+        // Keep the record true about where the attempt runs.
+        capacity: (launch.capacity != record.capacity).then_some(launch.capacity),
+        ..RunChange::to(RunStatus::Running)
+    };
+    match deps.runs.change_run(&id, &change).await? {
+        ChangeOutcome::Applied(_) => {}
+        // A fast task may already have stopped and been reported.
+        ChangeOutcome::Rejected(run) | ChangeOutcome::Replayed(run) => {
+            info!(run_id = %id, status = %run.status, "run moved on before the launch was recorded");
+        }
+        ChangeOutcome::NotFound => {
+            return Err(Error::transient(format!("run {id} vanished after launch")))
+        }
+    }
+    info!(run_id = %id, task_arn = %launched.task_arn, "launched");
+    Ok(output(
+        LaunchStatus::Launched,
+        Some(launched.task_arn),
+        launch.capacity,
+        format!("task started on {} capacity", launch.capacity),
+    ))
+}
+
+fn skipped_message(outcome: &Option<Outcome>) -> String {
+    outcome
+        .as_ref()
+        .map(|o| o.message.clone())
+        .unwrap_or_else(|| "skipped".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_intervals_end_on_the_deadline() {
+        assert_eq!(check_seconds(2700, 300), 300);
+        assert_eq!(check_seconds(2820, 300), 282);
+        assert_eq!(check_seconds(60, 300), 60);
+        assert_eq!(check_seconds(7 * 86_400, 300), 300);
+        for (t, i) in [(2820, 300), (3601, 300), (61, 60), (86_399, 3600)] {
+            let c = check_seconds(t, i);
+            assert!(c <= i);
+            assert!(t.div_ceil(c) * c >= t);
+        }
+    }
+}

@@ -1,1 +1,110 @@
-//! placeholder
+//! `reap-execution`: on "Step Functions Execution Status Change" (ABORTED,
+//! TIMED_OUT, FAILED) of our state machine, stops any task the execution
+//! left running, marks its runs, and frees the job's concurrency slot, so no
+//! Fargate task runs unobserved.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use stevedore_domain::cost::PriceTable;
+use stevedore_domain::failure::{Outcome, StopRequest};
+use stevedore_domain::flow::{finalize, parse_input};
+use stevedore_domain::ports::{Clock, RunStore, TaskRunner};
+use stevedore_domain::run::RunChange;
+use stevedore_domain::{FailureClass, Result, RunStatus};
+use tracing::info;
+
+pub const EXECUTION_STATUS_CHANGE: &str = "Step Functions Execution Status Change";
+
+pub struct Deps {
+    pub tasks: Arc<dyn TaskRunner>,
+    pub runs: Arc<dyn RunStore>,
+    pub clock: Arc<dyn Clock>,
+    pub prices: PriceTable,
+    pub region: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionDetail {
+    pub execution_arn: String,
+    #[serde(default)]
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExecutionStatusChange {
+    #[serde(rename = "detail-type", default)]
+    pub detail_type: String,
+    pub detail: ExecutionDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReapOutput {
+    pub execution_arn: String,
+    /// Runs whose task was stopped and that are now CANCELLED.
+    pub cancelled: Vec<String>,
+    /// Runs whose task had stopped but were not yet recorded: recorded now.
+    pub recorded: Vec<String>,
+    pub message: String,
+}
+
+pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
+    let event: ExecutionStatusChange = parse_input(event, "reap-execution")?;
+    let detail = event.detail;
+    let mut out = ReapOutput {
+        execution_arn: detail.execution_arn.clone(),
+        ..Default::default()
+    };
+    if event.detail_type != EXECUTION_STATUS_CHANGE
+        || !matches!(detail.status.as_str(), "ABORTED" | "TIMED_OUT" | "FAILED")
+    {
+        out.message = format!("ignored: {} {}", event.detail_type, detail.status);
+        return Ok(out);
+    }
+    let now = deps.clock.now();
+    let runs = deps.runs.runs_of_execution(&detail.execution_arn).await?;
+    for run in &runs {
+        if run.status == RunStatus::Stopped {
+            finalize(deps.runs.as_ref(), &deps.prices, &deps.region, run, now).await?;
+            out.recorded.push(run.run_id.clone());
+            continue;
+        }
+        if !run.status.task_may_run() {
+            continue;
+        }
+        if let Some(arn) = &run.task_arn {
+            let reason = StopRequest::Cancelled.reason(&format!("execution {}", detail.status));
+            deps.tasks.stop_task(arn, &reason).await?;
+        }
+        let change = RunChange {
+            stop_request: Some(StopRequest::Cancelled),
+            outcome: Some(Outcome::failed(
+                FailureClass::StoppedByUser,
+                format!(
+                    "the execution ended {} while the run was {}",
+                    detail.status, run.status
+                ),
+                None,
+            )),
+            finished_at: Some(now),
+            ..RunChange::to(RunStatus::Cancelled)
+        };
+        deps.runs.change_run(&run.run_id, &change).await?;
+        out.cancelled.push(run.run_id.clone());
+    }
+    if let Some(job) = runs.first().map(|r| r.job.clone()) {
+        deps.runs.release_slot(&job, &detail.execution_arn).await?;
+    }
+    out.message = format!(
+        "execution {}: {} run(s), {} cancelled, {} recorded",
+        detail.status,
+        runs.len(),
+        out.cancelled.len(),
+        out.recorded.len()
+    );
+    info!(execution = %detail.execution_arn, cancelled = out.cancelled.len(), "reaped");
+    Ok(out)
+}

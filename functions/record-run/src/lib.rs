@@ -1,1 +1,171 @@
-//! placeholder
+//! `record-run`: the final, conditional status write of an attempt (exit
+//! codes, stop code and reason, timings, the task definition that ran, cost),
+//! and the decision what happens next: retry, notify, or done.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use stevedore_domain::cost::PriceTable;
+use stevedore_domain::failure::Outcome;
+use stevedore_domain::flow::{finalize, parse_input, AttemptInput};
+use stevedore_domain::ports::{Clock, RunStore};
+use stevedore_domain::run::{ChangeOutcome, RunChange, RunRecord};
+use stevedore_domain::spec::{Capacity, JobSpec};
+use stevedore_domain::{Error, FailureClass, Result, RunStatus};
+use tracing::info;
+
+pub struct Deps {
+    pub runs: Arc<dyn RunStore>,
+    pub clock: Arc<dyn Clock>,
+    pub prices: PriceTable,
+    /// The region whose prices apply (`AWS_REGION`).
+    pub region: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordOutput {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    pub job: String,
+    pub attempt: u32,
+    /// `SUCCEEDED`, `FAILED`, `SKIPPED` or `CANCELLED`.
+    pub status: RunStatus,
+    /// The failure class (the execution's error name); absent on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<FailureClass>,
+    pub cause: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Whether the state machine starts another attempt.
+    pub retry: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_delay_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_capacity: Option<Capacity>,
+    /// Whether the state machine sends an alert.
+    pub notify: bool,
+}
+
+pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput> {
+    let input: AttemptInput = parse_input(event, "record-run")?;
+    let run = match input.run_id() {
+        Some(id) => deps.runs.get_run(&id).await?,
+        None => None,
+    };
+    let now = deps.clock.now();
+
+    let Some(run) = run else {
+        // No record: the spec was invalid, or the launch failed before the
+        // run was written. Nothing to store; the execution fails and alerts.
+        let Some(error) = &input.error else {
+            return Err(Error::invalid_input("record-run needs a runId or an error"));
+        };
+        return Ok(RecordOutput {
+            run_id: None,
+            job: input.job().unwrap_or_else(|| "(unknown job)".into()),
+            attempt: input.attempt.unwrap_or(1),
+            status: RunStatus::Failed,
+            error: Some(error.class()),
+            cause: error.message(),
+            exit_code: None,
+            cost_usd: None,
+            retry: false,
+            next_attempt: None,
+            retry_delay_seconds: None,
+            next_capacity: None,
+            notify: true,
+        });
+    };
+
+    let run = match (&input.error, run.status) {
+        // The launch failed after the run was written (or a later step
+        // failed): record the failure as the attempt's outcome.
+        (Some(error), status) if !status.is_terminal() && status != RunStatus::Stopped => {
+            let change = RunChange {
+                outcome: Some(Outcome::failed(error.class(), error.message(), None)),
+                finished_at: Some(now),
+                ..RunChange::to(RunStatus::Failed)
+            };
+            match deps.runs.change_run(&run.run_id, &change).await? {
+                ChangeOutcome::Applied(r)
+                | ChangeOutcome::Replayed(r)
+                | ChangeOutcome::Rejected(r) => r,
+                ChangeOutcome::NotFound => run,
+            }
+        }
+        (_, RunStatus::Stopped) => {
+            finalize(deps.runs.as_ref(), &deps.prices, &deps.region, &run, now).await?
+        }
+        (_, status) if status.is_terminal() => run,
+        (None, status) => {
+            return Err(Error::invalid_input(format!(
+                "run {} is {status}: its task has not stopped, so there is nothing to record yet",
+                run.run_id
+            )))
+        }
+        (Some(_), _) => run,
+    };
+    decide(deps, run).await
+}
+
+async fn decide(deps: &Deps, run: RunRecord) -> Result<RecordOutput> {
+    let spec = run.job_spec()?;
+    let outcome = run
+        .outcome
+        .clone()
+        .unwrap_or_else(|| Outcome::succeeded(""));
+    let class = match run.status {
+        RunStatus::Succeeded => None,
+        _ => Some(
+            outcome
+                .class
+                .unwrap_or(FailureClass::KilledByInfrastructure),
+        ),
+    };
+    let retry = class.is_some_and(|c| {
+        run.status == RunStatus::Failed && spec.should_retry(c, outcome.exit_code, run.attempt)
+    });
+    let next_attempt = retry.then_some(run.attempt + 1);
+    if !retry {
+        // The execution is done with the job: free its concurrency slot.
+        deps.runs.release_slot(&run.job, &run.execution.id).await?;
+    }
+    let notify = match run.status {
+        RunStatus::Failed | RunStatus::Cancelled => !retry && spec.notify.on_failure,
+        _ => false,
+    };
+    info!(run_id = %run.run_id, status = %run.status, retry, notify, "recorded");
+    Ok(RecordOutput {
+        run_id: Some(run.run_id.clone()),
+        job: run.job.clone(),
+        attempt: run.attempt,
+        status: run.status,
+        error: class,
+        cause: outcome.message.clone(),
+        exit_code: outcome.exit_code,
+        cost_usd: run.cost.as_ref().map(|c| c.usd),
+        retry,
+        next_attempt,
+        retry_delay_seconds: next_attempt.map(|n| spec.retry_delay(n)),
+        next_capacity: retry.then(|| next_capacity(&spec, class)),
+        notify,
+    })
+}
+
+/// Spot-with-fallback jobs retry on on-demand after Spot let them down.
+fn next_capacity(spec: &JobSpec, class: Option<FailureClass>) -> Capacity {
+    match (spec.capacity, class) {
+        (
+            Capacity::SpotWithFallback,
+            Some(FailureClass::SpotInterrupted | FailureClass::CapacityUnavailable),
+        ) => Capacity::OnDemand,
+        (Capacity::OnDemand, _) => Capacity::OnDemand,
+        _ => Capacity::Spot,
+    }
+}

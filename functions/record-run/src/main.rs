@@ -1,1 +1,29 @@
-fn main() {}
+use std::sync::Arc;
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use record_run::{function_handler, Deps};
+use serde_json::Value;
+use stevedore_aws::DynamoDbRunStore;
+use stevedore_domain::cost::PriceTable;
+use stevedore_domain::ports::SystemClock;
+use stevedore_lambda::{config_or_exit, init_logging, LambdaError};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    init_logging();
+    let region = config_or_exit(stevedore_aws::env_required("AWS_REGION"));
+    let sdk = stevedore_aws::load_config().await;
+    let deps = Deps {
+        runs: Arc::new(config_or_exit(DynamoDbRunStore::from_env(&sdk))),
+        clock: Arc::new(SystemClock),
+        prices: PriceTable::builtin(),
+        region,
+    };
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        function_handler(deps, event.payload)
+            .await
+            .map_err(LambdaError)
+    }))
+    .await
+}

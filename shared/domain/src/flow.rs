@@ -1,0 +1,259 @@
+//! Steps more than one handler takes, written once over the ports: observing
+//! a stopped task (and completing the waiting state), and recording a run's
+//! final status.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::cost::PriceTable;
+use crate::error::Result;
+use crate::failure::{classify_task, Outcome};
+use crate::lifecycle::RunStatus;
+use crate::ports::{RunStore, TaskTokens, TokenDelivery};
+use crate::run::{ChangeOutcome, RunChange, RunRecord};
+use crate::task::TaskDescription;
+
+/// What the waiting state receives when the task has stopped: small, so the
+/// console stays readable; the details are in the run record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskFinished {
+    pub run_id: String,
+    /// `Succeeded`, or the failure class.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub message: String,
+}
+
+impl TaskFinished {
+    pub fn of(run: &RunRecord) -> TaskFinished {
+        let outcome = run
+            .outcome
+            .clone()
+            .unwrap_or_else(|| Outcome::succeeded(""));
+        TaskFinished {
+            run_id: run.run_id.clone(),
+            result: outcome
+                .class
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_else(|| "Succeeded".into()),
+            exit_code: outcome.exit_code,
+            message: outcome.message,
+        }
+    }
+}
+
+/// The result of observing a stopped task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    /// This call moved the run to STOPPED.
+    Recorded {
+        run: RunRecord,
+        token: Option<TokenDelivery>,
+    },
+    /// The run had already left RUNNING/STOPPING: a duplicate or late report.
+    AlreadyKnown(RunRecord),
+    NotFound,
+}
+
+/// Classifies a stopped task, moves its run to STOPPED (conditionally) and,
+/// if this call made the move and a token is stored, completes the waiting
+/// state. Whoever makes the move completes the token, so a run is reported
+/// exactly once whichever of the event and the poll comes first.
+pub async fn observe_stop(
+    store: &dyn RunStore,
+    tokens: &dyn TaskTokens,
+    run: &RunRecord,
+    task: TaskDescription,
+) -> Result<Observed> {
+    let main = run.main_container();
+    let outcome = classify_task(&task, main.as_deref(), run.stop_request);
+    let change = RunChange {
+        task: Some(task),
+        outcome: Some(outcome),
+        ..RunChange::to(RunStatus::Stopped)
+    };
+    match store.change_run(&run.run_id, &change).await? {
+        ChangeOutcome::Applied(new) => {
+            info!(run_id = %new.run_id, result = %TaskFinished::of(&new).result, "task stopped");
+            let token = match &new.task_token {
+                Some(t) => Some(complete(tokens, t, &new).await?),
+                None => None,
+            };
+            Ok(Observed::Recorded { run: new, token })
+        }
+        ChangeOutcome::Replayed(current) | ChangeOutcome::Rejected(current) => {
+            info!(run_id = %current.run_id, status = %current.status, "stop already known");
+            Ok(Observed::AlreadyKnown(current))
+        }
+        ChangeOutcome::NotFound => Ok(Observed::NotFound),
+    }
+}
+
+/// Completes a waiting state with the run's result.
+pub async fn complete(
+    tokens: &dyn TaskTokens,
+    token: &str,
+    run: &RunRecord,
+) -> Result<TokenDelivery> {
+    let payload = serde_json::to_value(TaskFinished::of(run)).unwrap_or_default();
+    let delivery = tokens.send_success(token, &payload).await?;
+    if delivery == TokenDelivery::AlreadyClosed {
+        warn!(run_id = %run.run_id, "the waiting state had already moved on");
+    }
+    Ok(delivery)
+}
+
+/// Moves a STOPPED run to its final status, with its cost. A run already
+/// final is returned as it is (replays change nothing).
+pub async fn finalize(
+    store: &dyn RunStore,
+    prices: &PriceTable,
+    region: &str,
+    run: &RunRecord,
+    now: OffsetDateTime,
+) -> Result<RunRecord> {
+    if run.status.is_terminal() {
+        return Ok(run.clone());
+    }
+    let outcome = run
+        .outcome
+        .clone()
+        .unwrap_or_else(|| Outcome::succeeded(""));
+    let to = if outcome.is_success() {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    let cost = run
+        .task
+        .as_ref()
+        .and_then(|t| prices.estimate_task(region, t));
+    let finished_at = run.task.as_ref().and_then(|t| t.stopped_at).unwrap_or(now);
+    let change = RunChange {
+        cost,
+        finished_at: Some(finished_at),
+        ..RunChange::to(to)
+    };
+    match store.change_run(&run.run_id, &change).await? {
+        ChangeOutcome::Applied(r) | ChangeOutcome::Replayed(r) | ChangeOutcome::Rejected(r) => {
+            Ok(r)
+        }
+        ChangeOutcome::NotFound => Err(crate::Error::invalid_input(format!(
+            "run {} not found",
+            run.run_id
+        ))),
+    }
+}
+
+/// The `{"Error", "Cause"}` object a Catch puts in the state's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateError {
+    #[serde(rename = "Error")]
+    pub error: String,
+    #[serde(rename = "Cause", default)]
+    pub cause: String,
+}
+
+impl StateError {
+    /// The failure class the error names; runtime errors (`States.*`,
+    /// `Lambda.*`) count as `Transient`.
+    pub fn class(&self) -> crate::FailureClass {
+        self.error.parse().unwrap_or(crate::FailureClass::Transient)
+    }
+
+    /// The readable message: a Lambda error's `Cause` is JSON with an
+    /// `errorMessage`; anything else is shown as it is.
+    pub fn message(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.cause)
+            .ok()
+            .and_then(|v| {
+                v.get("errorMessage")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| {
+                if self.cause.is_empty() {
+                    self.error.clone()
+                } else {
+                    self.cause.clone()
+                }
+            })
+    }
+}
+
+/// Where a step after a failed launch finds the attempt: the state input
+/// (`spec`, `execution`, `attempt`) and, after a Catch, the error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<crate::run::ExecutionRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StateError>,
+}
+
+impl AttemptInput {
+    /// The run this input is about: named, or derived from job, execution and attempt.
+    pub fn run_id(&self) -> Option<String> {
+        if let Some(id) = &self.run_id {
+            return Some(id.clone());
+        }
+        let job = self.job()?;
+        let execution = self.execution.as_ref()?;
+        Some(crate::run::run_id(
+            &job,
+            execution,
+            self.attempt.unwrap_or(1),
+        ))
+    }
+
+    /// The job name, if the spec has a usable one (even an invalid spec may).
+    pub fn job(&self) -> Option<String> {
+        let job = self.spec.as_ref()?.get("job")?.as_str()?;
+        let valid = !job.is_empty()
+            && job.len() <= 64
+            && job
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        valid.then(|| job.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lambda_causes_are_unwrapped() {
+        let e = StateError {
+            error: "ExitedNonZero".into(),
+            cause: r#"{"errorType":"ExitedNonZero","errorMessage":"container `app` exited with code 3"}"#.into(),
+        };
+        assert_eq!(e.class(), crate::FailureClass::ExitedNonZero);
+        assert_eq!(e.message(), "container `app` exited with code 3");
+        let runtime = StateError {
+            error: "States.Timeout".into(),
+            cause: String::new(),
+        };
+        assert_eq!(runtime.class(), crate::FailureClass::Transient);
+        assert_eq!(runtime.message(), "States.Timeout");
+    }
+}
+
+/// Reads a handler's input, with a named error saying what is wrong.
+pub fn parse_input<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    what: &str,
+) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| crate::Error::invalid_input(format!("the {what} input is not usable: {e}")))
+}
