@@ -206,7 +206,7 @@ impl EcsFixture {
 
 /// A topic with an SQS queue subscribed: what an alert subscriber receives.
 pub struct AlertsFixture {
-    pub notifier: SnsNotifier,
+    pub notifier: Arc<SnsNotifier>,
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
 }
@@ -250,7 +250,7 @@ impl AlertsFixture {
             .await
             .expect("subscribe");
         AlertsFixture {
-            notifier: SnsNotifier::new(sns, topic_arn),
+            notifier: Arc::new(SnsNotifier::new(sns, topic_arn)),
             sqs,
             queue_url,
         }
