@@ -86,6 +86,11 @@ pub struct EcsFixture {
 
 impl EcsFixture {
     pub async fn new(moto: &str) -> EcsFixture {
+        Self::with_family(moto, &unique("etl")).await
+    }
+
+    /// A fixture whose task definition family is `family`.
+    pub async fn with_family(moto: &str, family: &str) -> EcsFixture {
         let sdk = sdk_config(moto).await;
         let client = aws_sdk_ecs::Client::new(&sdk);
         let cluster = unique("cluster");
@@ -95,7 +100,7 @@ impl EcsFixture {
             .send()
             .await
             .expect("create cluster");
-        let family = unique("etl");
+        let family = family.to_string();
         client
             .register_task_definition()
             .family(&family)

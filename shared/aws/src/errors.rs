@@ -51,12 +51,26 @@ where
             display_chain(err)
         )),
         SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("");
+            let code = error_code(service.err());
             let message = service.err().message().unwrap_or("");
             let status = service.raw().status().as_u16();
-            classify_code(operation, code, message, status)
+            classify_code(operation, &code, message, status)
         }
         _ => Error::transient(format!("{operation}: {}", display_chain(err))),
+    }
+}
+
+/// The error code: from the response's metadata, or, for a modeled error
+/// built without metadata, from its display (`TaskTimedOut: ...`).
+pub fn error_code<E: ProvideErrorMetadata + std::fmt::Display>(err: &E) -> String {
+    match err.code() {
+        Some(code) if !code.is_empty() => code.to_string(),
+        _ => err
+            .to_string()
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 

@@ -9,7 +9,7 @@ use stevedore_domain::ports::{TaskTokens, TokenDelivery};
 use stevedore_domain::{Error, Result};
 use tracing::{info, instrument};
 
-use crate::errors::classify;
+use crate::errors::{classify, error_code};
 
 pub struct SfnTaskTokens {
     client: Client,
@@ -27,11 +27,11 @@ impl SfnTaskTokens {
 
 /// A token that already completed, timed out or belongs to a finished
 /// execution is not an error worth failing for: the waiting state moved on.
-fn closed<E: ProvideErrorMetadata>(
+fn closed<E: ProvideErrorMetadata + std::fmt::Display>(
     err: &SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> bool {
     matches!(err, SdkError::ServiceError(se)
-        if matches!(se.err().code(), Some("TaskTimedOut" | "TaskDoesNotExist")))
+        if matches!(error_code(se.err()).as_str(), "TaskTimedOut" | "TaskDoesNotExist"))
 }
 
 /// Step Functions limits `error` to 256 and `cause` to 32768 characters.
@@ -83,7 +83,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let err = classify(op, e);
-    if matches!(e, SdkError::ServiceError(se) if se.err().code() == Some("InvalidToken")) {
+    if matches!(e, SdkError::ServiceError(se) if error_code(se.err()) == "InvalidToken") {
         Error::invalid_input(format!(
             "{}; the stored task token is malformed",
             err.message

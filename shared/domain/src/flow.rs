@@ -228,6 +228,15 @@ impl AttemptInput {
     }
 }
 
+/// Reads a handler's input, with a named error saying what is wrong.
+pub fn parse_input<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    what: &str,
+) -> Result<T> {
+    serde_json::from_value(value)
+        .map_err(|e| crate::Error::invalid_input(format!("the {what} input is not usable: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,13 +256,4 @@ mod tests {
         assert_eq!(runtime.class(), crate::FailureClass::Transient);
         assert_eq!(runtime.message(), "States.Timeout");
     }
-}
-
-/// Reads a handler's input, with a named error saying what is wrong.
-pub fn parse_input<T: serde::de::DeserializeOwned>(
-    value: serde_json::Value,
-    what: &str,
-) -> Result<T> {
-    serde_json::from_value(value)
-        .map_err(|e| crate::Error::invalid_input(format!("the {what} input is not usable: {e}")))
 }

@@ -21,11 +21,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// job -> slot -> (holder, lease until)
+type Slots = BTreeMap<String, BTreeMap<u32, (String, OffsetDateTime)>>;
+/// A completed token: the output, or the (error, cause).
+pub type SentToken = (String, std::result::Result<Value, (String, String)>);
+
 #[derive(Default)]
 pub struct MemoryRunStore {
     runs: Mutex<BTreeMap<String, RunRecord>>,
-    /// job -> slot -> (holder, lease_until)
-    slots: Mutex<BTreeMap<String, BTreeMap<u32, (String, OffsetDateTime)>>>,
+    slots: Mutex<Slots>,
 }
 
 impl MemoryRunStore {
@@ -203,11 +207,11 @@ impl TaskRunner for FakeTaskRunner {
 /// Records every token completion; a token completes once.
 #[derive(Default)]
 pub struct RecordingTaskTokens {
-    pub sent: Mutex<Vec<(String, std::result::Result<Value, (String, String)>)>>,
+    pub sent: Mutex<Vec<SentToken>>,
 }
 
 impl RecordingTaskTokens {
-    pub fn sent(&self) -> Vec<(String, std::result::Result<Value, (String, String)>)> {
+    pub fn sent(&self) -> Vec<SentToken> {
         lock(&self.sent).clone()
     }
     fn deliver(

@@ -217,6 +217,8 @@ pub enum ChangeOutcome {
 }
 
 /// The result of creating a run.
+// Returned once per call, never stored in bulk: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum CreateOutcome {
     Created,

@@ -700,7 +700,7 @@ pub fn check_cpu_memory(cpu: u32, memory: u32) -> Result<(), String> {
     let ok = if cpu == 256 {
         [512, 1024, 2048].contains(&memory)
     } else {
-        (min..=max).contains(&memory) && (memory - min) % step == 0
+        (min..=max).contains(&memory) && (memory - min).is_multiple_of(step)
     };
     if ok {
         Ok(())

@@ -91,6 +91,8 @@ impl TaskDescription {
 }
 
 /// What `DescribeTasks` said about one ARN.
+// Mostly `Found`; boxing it would only add an allocation per task.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskLookup {
     Found(TaskDescription),

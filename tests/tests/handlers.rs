@@ -1,0 +1,307 @@
+//! Handler decisions on in-memory ports: Spot fallback, attempt-level retry,
+//! MISSING tasks, bad input. (The emulator tests cover the AWS path.)
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use stevedore_domain::cost::PriceTable;
+use stevedore_domain::memory::{FakeTaskRunner, ManualClock, MemoryRunStore, RecordingTaskTokens};
+use stevedore_domain::ports::RunStore;
+use stevedore_domain::spec::Capacity;
+use stevedore_domain::task::{ContainerState, TaskDescription};
+use stevedore_domain::{Error, FailureClass, RunStatus};
+use time::macros::datetime;
+use time::Duration;
+
+struct World {
+    tasks: Arc<FakeTaskRunner>,
+    store: Arc<MemoryRunStore>,
+    tokens: Arc<RecordingTaskTokens>,
+    clock: Arc<ManualClock>,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            tasks: Arc::new(FakeTaskRunner::default()),
+            store: Arc::new(MemoryRunStore::new()),
+            tokens: Arc::new(RecordingTaskTokens::default()),
+            clock: Arc::new(ManualClock::new(datetime!(2026-11-24 06:00:00 UTC))),
+        }
+    }
+    fn launch_deps(&self) -> launch_run::Deps {
+        launch_run::Deps {
+            tasks: self.tasks.clone(),
+            runs: self.store.clone(),
+            clock: self.clock.clone(),
+            config: launch_run::Config::default(),
+        }
+    }
+    fn watch_deps(&self) -> watch_task::Deps {
+        watch_task::Deps {
+            tasks: self.tasks.clone(),
+            runs: self.store.clone(),
+            tokens: self.tokens.clone(),
+            clock: self.clock.clone(),
+            config: watch_task::Config::default(),
+        }
+    }
+    fn record_deps(&self) -> record_run::Deps {
+        record_run::Deps {
+            runs: self.store.clone(),
+            clock: self.clock.clone(),
+            prices: PriceTable::builtin(),
+            region: "eu-west-1".into(),
+        }
+    }
+    async fn launch(
+        &self,
+        spec: Value,
+        attempt: u32,
+        capacity: Option<&str>,
+    ) -> Result<launch_run::LaunchOutput, Error> {
+        let mut input = json!({
+            "spec": spec,
+            "execution": {"id": "arn:aws:states:eu-west-1:1:execution:run-job:e1", "name": "e1", "startTime": "2026-11-24T06:00:00Z"},
+            "attempt": attempt
+        });
+        if let Some(c) = capacity {
+            input["capacity"] = json!(c);
+        }
+        launch_run::function_handler(&self.launch_deps(), input).await
+    }
+    fn stop(&self, task_arn: &str, stop_code: &str, exit: Option<i32>) {
+        self.tasks.set_task(TaskDescription {
+            task_arn: task_arn.into(),
+            last_status: "STOPPED".into(),
+            stop_code: Some(stop_code.into()),
+            containers: vec![ContainerState {
+                name: "app".into(),
+                exit_code: exit,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+}
+
+fn spec(extra: Value) -> Value {
+    let mut s = json!({"job": "orders", "taskDefinition": "etl:3", "container": "app"});
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        s[k] = v;
+    }
+    s
+}
+
+#[tokio::test]
+async fn spot_with_fallback_launches_on_demand_when_spot_has_no_capacity() {
+    let w = World::new();
+    w.tasks.fail_next_launch(Error::new(
+        FailureClass::CapacityUnavailable,
+        "RunTask failed: Capacity is unavailable at this time",
+    ));
+    let out = w
+        .launch(spec(json!({"capacity": "spot-with-fallback"})), 1, None)
+        .await
+        .expect("launch");
+    assert_eq!(out.capacity, Capacity::OnDemand);
+    let launches = w.tasks.launches();
+    assert_eq!(
+        launches.iter().map(|l| l.capacity).collect::<Vec<_>>(),
+        vec![Capacity::Spot, Capacity::OnDemand]
+    );
+    assert_ne!(
+        launches[0].client_token, launches[1].client_token,
+        "the fallback is a different request"
+    );
+    assert_eq!(
+        w.store
+            .get_run(&out.run_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .capacity,
+        Capacity::OnDemand,
+        "the record says where it ran"
+    );
+
+    // Spot only: no fallback, the capacity error is the attempt's outcome.
+    let w = World::new();
+    w.tasks
+        .fail_next_launch(Error::new(FailureClass::CapacityUnavailable, "no capacity"));
+    let err = w
+        .launch(spec(json!({"capacity": "spot"})), 1, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, FailureClass::CapacityUnavailable);
+    assert_eq!(w.tasks.launches().len(), 1);
+}
+
+#[tokio::test]
+async fn a_spot_interruption_is_retried_on_demand_with_backoff_and_the_slot_kept() {
+    let w = World::new();
+    let s = spec(
+        json!({"capacity": "spot-with-fallback", "retry": {"maxAttempts": 3, "delay": "20s", "backoffRate": 3}}),
+    );
+    let out = w.launch(s.clone(), 1, None).await.unwrap();
+    let arn = out.task_arn.clone().unwrap();
+    w.stop(&arn, "SpotInterruption", Some(143));
+    assert_eq!(
+        watch_task::function_handler(&w.watch_deps(), json!({"runId": out.run_id}))
+            .await
+            .unwrap()
+            .state,
+        watch_task::WatchState::Stopped
+    );
+    let rec = record_run::function_handler(&w.record_deps(), json!({"runId": out.run_id}))
+        .await
+        .unwrap();
+    assert_eq!(rec.error, Some(FailureClass::SpotInterrupted));
+    assert!(rec.retry);
+    assert_eq!(
+        (rec.next_attempt, rec.retry_delay_seconds, rec.next_capacity),
+        (Some(2), Some(20), Some(Capacity::OnDemand))
+    );
+    assert!(!rec.notify, "no alert while another attempt follows");
+
+    // The second attempt (on-demand, as asked) keeps the execution's slot.
+    let second = w.launch(s.clone(), 2, Some("on-demand")).await.unwrap();
+    assert_eq!(second.capacity, Capacity::OnDemand);
+    assert_ne!(second.run_id, out.run_id);
+    w.stop(
+        second.task_arn.as_deref().unwrap(),
+        "SpotInterruption",
+        None,
+    );
+    watch_task::function_handler(&w.watch_deps(), json!({"runId": second.run_id}))
+        .await
+        .unwrap();
+    let rec2 = record_run::function_handler(&w.record_deps(), json!({"runId": second.run_id}))
+        .await
+        .unwrap();
+    assert_eq!(rec2.retry_delay_seconds, Some(60), "20s x 3");
+
+    let third = w.launch(s, 3, Some("on-demand")).await.unwrap();
+    w.stop(
+        third.task_arn.as_deref().unwrap(),
+        "EssentialContainerExited",
+        Some(1),
+    );
+    watch_task::function_handler(&w.watch_deps(), json!({"runId": third.run_id}))
+        .await
+        .unwrap();
+    let last = record_run::function_handler(&w.record_deps(), json!({"runId": third.run_id}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (last.retry, last.notify, last.error),
+        (false, true, Some(FailureClass::ExitedNonZero))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_launch_is_recorded_from_the_caught_error() {
+    let w = World::new();
+    w.tasks.fail_next_launch(Error::new(
+        FailureClass::StartFailed,
+        "RunTask failed: RESOURCE:ENI",
+    ));
+    let s = spec(json!({}));
+    let err = w.launch(s.clone(), 1, None).await.unwrap_err();
+    let caught = json!({
+        "spec": s,
+        "execution": {"id": "arn:aws:states:eu-west-1:1:execution:run-job:e1", "name": "e1", "startTime": "2026-11-24T06:00:00Z"},
+        "attempt": 1,
+        "error": {"Error": err.class.as_str(), "Cause": json!({"errorType": err.class.as_str(), "errorMessage": err.message}).to_string()}
+    });
+    let rec = record_run::function_handler(&w.record_deps(), caught)
+        .await
+        .unwrap();
+    assert_eq!(
+        (rec.status, rec.error, rec.retry, rec.next_attempt),
+        (
+            RunStatus::Failed,
+            Some(FailureClass::StartFailed),
+            true,
+            Some(2)
+        )
+    );
+    assert_eq!(rec.cause, "RunTask failed: RESOURCE:ENI");
+    let run = w
+        .store
+        .get_run(rec.run_id.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_missing_task_is_not_visible_yet_then_gone() {
+    let w = World::new();
+    let out = w.launch(spec(json!({})), 1, None).await.unwrap();
+    let arn = out.task_arn.clone().unwrap();
+    w.tasks.tasks.lock().unwrap().remove(&arn);
+    let early = watch_task::function_handler(
+        &w.watch_deps(),
+        json!({"runId": out.run_id, "taskToken": "t1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        early.state,
+        watch_task::WatchState::Running,
+        "MISSING right after launch means not visible yet"
+    );
+    w.clock.advance(Duration::minutes(10));
+    let later = watch_task::function_handler(
+        &w.watch_deps(),
+        json!({"runId": out.run_id, "taskToken": "t2"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(later.state, watch_task::WatchState::Stopped);
+    let sent = w.tokens.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].1.as_ref().unwrap()["result"],
+        "KilledByInfrastructure"
+    );
+}
+
+#[tokio::test]
+async fn bad_handler_input_gets_a_named_error() {
+    let w = World::new();
+    let err = launch_run::function_handler(&w.launch_deps(), json!({"spec": {}}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, FailureClass::InvalidInput);
+    assert!(err.message.contains("execution"), "{}", err.message);
+    let err = w
+        .launch(spec(json!({"retry": {"maxAttempts": 2}})), 3, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, FailureClass::InvalidInput);
+    let err = watch_task::function_handler(&w.watch_deps(), json!({"runId": 42}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, FailureClass::InvalidInput);
+    let err = record_run::function_handler(&w.record_deps(), json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, FailureClass::InvalidInput);
+    // Events that are not ours are ignored, not failed.
+    let events = task_events::Deps {
+        runs: w.store.clone(),
+        tokens: w.tokens.clone(),
+    };
+    let out = task_events::function_handler(&events, json!({"detail-type": "ECS Task State Change", "detail": {"taskArn": "x", "lastStatus": "STOPPED", "startedBy": "ecs-svc/1"}})).await.unwrap();
+    assert_eq!(out.action, task_events::EventAction::Ignored);
+    let out = task_events::function_handler(
+        &events,
+        json!({"detail-type": "ECS Container Instance State Change", "detail": {}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.action, task_events::EventAction::Ignored);
+}
