@@ -100,3 +100,45 @@ start_emulators() {
   export STEVEDORE_TEST_DYNAMODB="http://127.0.0.1:$ddb_port"
   say "emulators: moto $STEVEDORE_TEST_MOTO, DynamoDB Local $STEVEDORE_TEST_DYNAMODB (logs in $logs)"
 }
+
+# ------------------------------------------------------------ deploy tooling
+TOOLS=$CACHE/tools
+CHECKOV_VENV=$CACHE/checkov
+SAM_VERSION=1.170.0
+CFN_LINT_VERSION=1.58.0
+CARGO_LAMBDA_VERSION=1.9.2
+CHECKOV_VERSION=3.3.30
+ASL_VALIDATOR_NPM=asl-validator@4
+
+pip_has() { # venv package version
+  [ -x "$1/bin/python" ] && [ "$("$1/bin/python" -m pip show "$2" 2>/dev/null | sed -n 's/^Version: //p')" = "$3" ]
+}
+
+# SAM CLI, cfn-lint and cargo-lambda (with its zig) in one venv; checkov in
+# its own (its dependency pins clash with SAM's); asl-validator from npm.
+ensure_deploy_tools() {
+  need python3 "Python 3.11 with venv"
+  need npm "Node.js and npm for asl-validator"
+  if ! pip_has "$TOOLS" aws-sam-cli "$SAM_VERSION" || ! pip_has "$TOOLS" cfn-lint "$CFN_LINT_VERSION" \
+     || ! pip_has "$TOOLS" cargo-lambda "$CARGO_LAMBDA_VERSION"; then
+    say "installing SAM CLI $SAM_VERSION, cfn-lint $CFN_LINT_VERSION, cargo-lambda $CARGO_LAMBDA_VERSION into $TOOLS"
+    python3 -m venv "$TOOLS"
+    "$TOOLS/bin/pip" install --quiet --disable-pip-version-check \
+      "aws-sam-cli==$SAM_VERSION" "cfn-lint==$CFN_LINT_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION"
+  fi
+  if ! pip_has "$CHECKOV_VENV" checkov "$CHECKOV_VERSION"; then
+    say "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV"
+    python3 -m venv "$CHECKOV_VENV"
+    "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+  fi
+  if [ ! -x "$NODE_DIR/node_modules/.bin/asl-validator" ]; then
+    say "installing $ASL_VALIDATOR_NPM into $NODE_DIR"
+    mkdir -p "$NODE_DIR"
+    [ -f "$NODE_DIR/package.json" ] || echo '{"name":"stevedore-tools","private":true}' > "$NODE_DIR/package.json"
+    (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund "$ASL_VALIDATOR_NPM" >/dev/null)
+  fi
+  export PATH="$TOOLS/bin:$PATH"
+  export SAM_CLI_TELEMETRY=0 SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
+  # sam and cfn-lint need a region to validate offline; no credentials are used.
+  export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+}

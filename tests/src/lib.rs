@@ -2,6 +2,7 @@
 //! Stevedore's extension, DynamoDB Local), SDK clients pointed at them, and
 //! fixtures (table, cluster, task definition, topic → queue).
 
+pub mod asl;
 pub mod contract;
 
 use std::sync::atomic::{AtomicU32, Ordering};

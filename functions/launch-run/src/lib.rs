@@ -101,7 +101,6 @@ pub struct LaunchOutput {
     pub attempt: u32,
     pub max_attempts: u32,
     pub status: LaunchStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub task_arn: Option<String>,
     pub capacity: Capacity,
     /// Seconds the waiting state waits before polling: the job's timeout

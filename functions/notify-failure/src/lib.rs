@@ -25,11 +25,14 @@ pub struct Deps {
 pub struct NotifyOutput {
     pub message_id: String,
     pub job: String,
+    /// The failure class: the error name the execution fails with.
     pub error: FailureClass,
+    pub cause: String,
 }
 
 pub async fn function_handler(deps: &Deps, event: Value) -> Result<NotifyOutput> {
     let input: AttemptInput = parse_input(event, "notify-failure")?;
+    let failure = input.failure();
     let run = match input.run_id() {
         Some(id) => deps.runs.get_run(&id).await?,
         None => None,
@@ -37,15 +40,14 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<NotifyOutput>
     let alert = match run {
         Some(run) => {
             let outcome = run.outcome.clone();
-            let class = input
-                .error
+            let class = failure
                 .as_ref()
                 .map(|e| e.class())
                 .or(outcome.as_ref().and_then(|o| o.class))
                 .unwrap_or(FailureClass::KilledByInfrastructure);
             let message = outcome
                 .map(|o| o.message)
-                .or(input.error.as_ref().map(|e| e.message()))
+                .or(failure.as_ref().map(|e| e.message()))
                 .unwrap_or_default();
             // A log source that fails must not cost the alert.
             let tail = match deps.logs.tail(&run, LOG_TAIL_LINES).await {
@@ -58,7 +60,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<NotifyOutput>
             Alert::for_run(&run, class, &message, tail)
         }
         None => {
-            let (class, message) = match &input.error {
+            let (class, message) = match &failure {
                 Some(e) => (e.class(), e.message()),
                 None => (
                     FailureClass::InvalidInput,
@@ -78,5 +80,6 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<NotifyOutput>
         message_id,
         job: alert.job,
         error: alert.class,
+        cause: alert.message,
     })
 }

@@ -26,27 +26,20 @@ pub struct Deps {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordOutput {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     pub job: String,
     pub attempt: u32,
     /// `SUCCEEDED`, `FAILED`, `SKIPPED` or `CANCELLED`.
     pub status: RunStatus,
     /// The failure class (the execution's error name); absent on success.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<FailureClass>,
     pub cause: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
     /// Whether the state machine starts another attempt.
     pub retry: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_attempt: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_delay_seconds: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_capacity: Option<Capacity>,
     /// Whether the state machine sends an alert.
     pub notify: bool,

@@ -184,9 +184,23 @@ impl StateError {
     }
 }
 
-/// Where a step after a failed launch finds the attempt: the state input
-/// (`spec`, `execution`, `attempt`) and, after a Catch, the error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The run a later step points at (`$.launch` or `$.record` in the state).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRef {
+    #[serde(default)]
+    pub run_id: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub cause: Option<String>,
+}
+
+/// What a step after launch reads from the state machine's state: the
+/// attempt (`spec`, `execution`, `attempt`), what earlier steps said
+/// (`launch`, `record`) and, after a Catch, the error. Steps get the whole
+/// state and take what they need; unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,13 +212,24 @@ pub struct AttemptInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<StepRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<StepRef>,
+    /// The error a Catch put in the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StateError>,
 }
 
 impl AttemptInput {
-    /// The run this input is about: named, or derived from job, execution and attempt.
+    /// The run this input is about: named, from an earlier step, or derived
+    /// from job, execution and attempt (a launch that failed after writing it).
     pub fn run_id(&self) -> Option<String> {
-        if let Some(id) = &self.run_id {
+        let named = [
+            self.run_id.as_ref(),
+            self.record.as_ref().and_then(|r| r.run_id.as_ref()),
+            self.launch.as_ref().and_then(|l| l.run_id.as_ref()),
+        ];
+        if let Some(id) = named.into_iter().flatten().next() {
             return Some(id.clone());
         }
         let job = self.job()?;
@@ -214,6 +239,18 @@ impl AttemptInput {
             execution,
             self.attempt.unwrap_or(1),
         ))
+    }
+
+    /// The failure this input reports: a caught error, or what record-run decided.
+    pub fn failure(&self) -> Option<StateError> {
+        if let Some(e) = &self.error {
+            return Some(e.clone());
+        }
+        let record = self.record.as_ref()?;
+        Some(StateError {
+            error: record.error.clone()?,
+            cause: record.cause.clone().unwrap_or_default(),
+        })
     }
 
     /// The job name, if the spec has a usable one (even an invalid spec may).

@@ -77,7 +77,9 @@ impl RunStatus {
             Stopping => &[Running, Stopping],
             Stopped => &[Pending, Running, Stopping],
             Succeeded => &[Stopped],
-            Failed => &[Pending, Stopped],
+            // From RUNNING/STOPPING only when the watch itself failed and
+            // the state machine stopped the task.
+            Failed => &[Pending, Running, Stopping, Stopped],
             Cancelled => &[Pending, Running, Stopping],
         }
     }
