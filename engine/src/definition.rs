@@ -1,0 +1,1285 @@
+//! A state machine definition, parsed and checked before anything runs: an
+//! invalid definition is rejected with the state and the field at fault.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use crate::intrinsics::{is_intrinsic, Call};
+use crate::path::Path;
+
+/// What is wrong with a definition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct DefinitionError(pub Vec<String>);
+
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub start_at: String,
+    pub states: BTreeMap<String, State>,
+    pub timeout_seconds: Option<u64>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retrier {
+    pub errors: Vec<String>,
+    pub interval_seconds: f64,
+    pub max_attempts: u32,
+    pub backoff_rate: f64,
+    pub max_delay_seconds: Option<f64>,
+    pub full_jitter: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Catcher {
+    pub errors: Vec<String>,
+    pub result_path: ResultPath,
+    pub next: String,
+}
+
+/// `ResultPath`: absent means `$`; `null` discards the result.
+#[derive(Debug, Clone)]
+pub enum ResultPath {
+    Discard,
+    At(Path),
+}
+
+/// Where a state goes next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    Next(String),
+    End,
+}
+
+/// The data-flow fields a state may have.
+#[derive(Debug, Clone, Default)]
+pub struct Flow {
+    pub input_path: Option<Option<Path>>,
+    pub output_path: Option<Option<Path>>,
+    pub parameters: Option<Template>,
+    pub result_selector: Option<Template>,
+    pub result_path: Option<ResultPath>,
+}
+
+/// A payload template (`Parameters`, `ResultSelector`, `ItemSelector`):
+/// `"key.$"` fields are paths or intrinsic calls.
+#[derive(Debug, Clone)]
+pub enum Template {
+    Object(Vec<(String, TemplateValue)>),
+    Literal(Value),
+}
+
+#[derive(Debug, Clone)]
+pub enum TemplateValue {
+    Literal(Value),
+    Path(Path),
+    Call(Call),
+    Nested(Template),
+}
+
+#[derive(Debug, Clone)]
+pub enum State {
+    Pass {
+        flow: Flow,
+        result: Option<Value>,
+        transition: Transition,
+    },
+    Task {
+        flow: Flow,
+        resource: String,
+        timeout: Option<Seconds>,
+        heartbeat: Option<Seconds>,
+        retry: Vec<Retrier>,
+        catch: Vec<Catcher>,
+        transition: Transition,
+    },
+    Choice {
+        flow: Flow,
+        choices: Vec<(Rule, String)>,
+        default: Option<String>,
+    },
+    Wait {
+        flow: Flow,
+        how: WaitFor,
+        transition: Transition,
+    },
+    Succeed {
+        flow: Flow,
+    },
+    Fail {
+        error: Option<Text>,
+        cause: Option<Text>,
+    },
+    Parallel {
+        flow: Flow,
+        branches: Vec<Definition>,
+        retry: Vec<Retrier>,
+        catch: Vec<Catcher>,
+        transition: Transition,
+    },
+    Map {
+        flow: Flow,
+        items_path: Option<Path>,
+        item_selector: Option<Template>,
+        processor: Box<Definition>,
+        max_concurrency: MaxConcurrency,
+        retry: Vec<Retrier>,
+        catch: Vec<Catcher>,
+        transition: Transition,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum Seconds {
+    Fixed(u64),
+    Path(Path),
+}
+
+#[derive(Debug, Clone)]
+pub enum MaxConcurrency {
+    Fixed(u64),
+    Path(Path),
+}
+
+#[derive(Debug, Clone)]
+pub enum Text {
+    Fixed(String),
+    Path(Path),
+    Call(Call),
+}
+
+#[derive(Debug, Clone)]
+pub enum WaitFor {
+    Seconds(u64),
+    SecondsPath(Path),
+    Timestamp(String),
+    TimestampPath(Path),
+}
+
+/// A Choice rule.
+#[derive(Debug, Clone)]
+pub enum Rule {
+    And(Vec<Rule>),
+    Or(Vec<Rule>),
+    Not(Box<Rule>),
+    Compare {
+        variable: Path,
+        op: String,
+        operand: Operand,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum Operand {
+    Value(Value),
+    Path(Path),
+}
+
+pub const COMPARATORS: &[&str] = &[
+    "StringEquals",
+    "StringLessThan",
+    "StringGreaterThan",
+    "StringLessThanEquals",
+    "StringGreaterThanEquals",
+    "StringMatches",
+    "NumericEquals",
+    "NumericLessThan",
+    "NumericGreaterThan",
+    "NumericLessThanEquals",
+    "NumericGreaterThanEquals",
+    "BooleanEquals",
+    "TimestampEquals",
+    "TimestampLessThan",
+    "TimestampGreaterThan",
+    "TimestampLessThanEquals",
+    "TimestampGreaterThanEquals",
+    "IsNull",
+    "IsPresent",
+    "IsNumeric",
+    "IsString",
+    "IsBoolean",
+    "IsTimestamp",
+];
+
+/// Error names the runtime knows; `States.*` names outside this list are invalid.
+pub const STATES_ERRORS: &[&str] = &[
+    "States.ALL",
+    "States.DataLimitExceeded",
+    "States.ExceedToleratedFailureThreshold",
+    "States.HeartbeatTimeout",
+    "States.Http.Socket",
+    "States.IntrinsicFailure",
+    "States.ItemReaderFailed",
+    "States.NoChoiceMatched",
+    "States.ParameterPathFailure",
+    "States.Permissions",
+    "States.ResultPathMatchFailure",
+    "States.ResultWriterFailed",
+    "States.Runtime",
+    "States.Timeout",
+    "States.TaskFailed",
+    "States.BranchFailed",
+    "States.QueryEvaluationError",
+];
+
+struct Checker {
+    problems: Vec<String>,
+}
+
+impl Checker {
+    fn err(&mut self, state: &str, field: &str, msg: impl Into<String>) {
+        let msg = msg.into();
+        if state.is_empty() {
+            self.problems.push(format!("{field}: {msg}"));
+        } else {
+            self.problems
+                .push(format!("state `{state}`, {field}: {msg}"));
+        }
+    }
+
+    fn path(&mut self, state: &str, field: &str, v: Option<&Value>) -> Option<Path> {
+        match v? {
+            Value::String(s) => match Path::parse(s) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.err(state, field, e);
+                    None
+                }
+            },
+            other => {
+                self.err(state, field, format!("must be a path string, not {other}"));
+                None
+            }
+        }
+    }
+
+    /// InputPath/OutputPath: absent = `$`, null = `{}`.
+    fn io_path(
+        &mut self,
+        state: &str,
+        field: &str,
+        obj: &Map<String, Value>,
+    ) -> Option<Option<Path>> {
+        match obj.get(field) {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(v) => Some(self.path(state, field, Some(v))),
+        }
+    }
+
+    fn template(&mut self, state: &str, field: &str, v: &Value) -> Template {
+        match v {
+            Value::Object(map) => {
+                let mut out = Vec::new();
+                for (k, v) in map {
+                    if let Some(key) = k.strip_suffix(".$") {
+                        let Some(s) = v.as_str() else {
+                            self.err(
+                                state,
+                                &format!("{field}.{k}"),
+                                "a `.$` field must be a path or an intrinsic function",
+                            );
+                            continue;
+                        };
+                        if is_intrinsic(s) {
+                            match Call::parse(s) {
+                                Ok(c) => out.push((key.to_string(), TemplateValue::Call(c))),
+                                Err(e) => self.err(state, &format!("{field}.{k}"), e),
+                            }
+                        } else {
+                            match Path::parse(s) {
+                                Ok(p) => out.push((key.to_string(), TemplateValue::Path(p))),
+                                Err(e) => self.err(state, &format!("{field}.{k}"), e),
+                            }
+                        }
+                    } else if v.is_object() {
+                        let nested = self.template(state, &format!("{field}.{k}"), v);
+                        out.push((k.clone(), TemplateValue::Nested(nested)));
+                    } else {
+                        out.push((k.clone(), TemplateValue::Literal(v.clone())));
+                    }
+                }
+                Template::Object(out)
+            }
+            other => Template::Literal(other.clone()),
+        }
+    }
+
+    fn result_path(&mut self, state: &str, v: Option<&Value>) -> Option<ResultPath> {
+        match v {
+            None => None,
+            Some(Value::Null) => Some(ResultPath::Discard),
+            Some(v) => {
+                let p = self.path(state, "ResultPath", Some(v))?;
+                if !p.is_definite() || p.is_context() {
+                    self.err(
+                        state,
+                        "ResultPath",
+                        "must be a reference path (`$`, names and indexes)",
+                    );
+                }
+                Some(ResultPath::At(p))
+            }
+        }
+    }
+
+    fn flow(&mut self, name: &str, obj: &Map<String, Value>, allowed: &[&str]) -> Flow {
+        let mut f = Flow::default();
+        if allowed.contains(&"InputPath") {
+            f.input_path = self.io_path(name, "InputPath", obj);
+        }
+        if allowed.contains(&"OutputPath") {
+            f.output_path = self.io_path(name, "OutputPath", obj);
+        }
+        if allowed.contains(&"Parameters") {
+            f.parameters = obj
+                .get("Parameters")
+                .map(|v| self.template(name, "Parameters", v));
+        }
+        if allowed.contains(&"ResultSelector") {
+            f.result_selector = obj
+                .get("ResultSelector")
+                .map(|v| self.template(name, "ResultSelector", v));
+        }
+        if allowed.contains(&"ResultPath") {
+            f.result_path = self.result_path(name, obj.get("ResultPath"));
+        }
+        f
+    }
+
+    fn transition(&mut self, name: &str, obj: &Map<String, Value>) -> Transition {
+        match (obj.get("Next"), obj.get("End")) {
+            (Some(Value::String(n)), None) => Transition::Next(n.clone()),
+            (None, Some(Value::Bool(true))) => Transition::End,
+            (Some(_), Some(_)) => {
+                self.err(name, "Next", "a state has `Next` or `End: true`, not both");
+                Transition::End
+            }
+            (Some(other), None) => {
+                self.err(name, "Next", format!("must be a state name, not {other}"));
+                Transition::End
+            }
+            _ => {
+                self.err(name, "Next", "missing: give `Next` or `End: true`");
+                Transition::End
+            }
+        }
+    }
+
+    fn error_names(&mut self, state: &str, field: &str, v: Option<&Value>) -> Vec<String> {
+        let Some(Value::Array(items)) = v else {
+            self.err(
+                state,
+                field,
+                "`ErrorEquals` must be a non-empty array of error names",
+            );
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.err(state, field, "`ErrorEquals` must not be empty");
+        }
+        let names: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect();
+        if names.len() != items.len() {
+            self.err(state, field, "error names must be strings");
+        }
+        for n in &names {
+            if n.starts_with("States.") && !STATES_ERRORS.contains(&n.as_str()) {
+                self.err(
+                    state,
+                    field,
+                    format!("`{n}` is not a Step Functions error name"),
+                );
+            }
+        }
+        if names.iter().any(|n| n == "States.ALL") && names.len() > 1 {
+            self.err(
+                state,
+                field,
+                "`States.ALL` must appear alone in its `ErrorEquals`",
+            );
+        }
+        names
+    }
+
+    fn retriers(&mut self, state: &str, v: Option<&Value>) -> Vec<Retrier> {
+        let Some(v) = v else { return Vec::new() };
+        let Some(items) = v.as_array() else {
+            self.err(state, "Retry", "must be an array of retriers");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, r) in items.iter().enumerate() {
+            let field = format!("Retry[{i}]");
+            let Some(obj) = r.as_object() else {
+                self.err(state, &field, "must be an object");
+                continue;
+            };
+            self.unknown(
+                state,
+                &field,
+                obj,
+                &[
+                    "ErrorEquals",
+                    "IntervalSeconds",
+                    "MaxAttempts",
+                    "BackoffRate",
+                    "MaxDelaySeconds",
+                    "JitterStrategy",
+                    "Comment",
+                ],
+            );
+            let errors = self.error_names(state, &field, obj.get("ErrorEquals"));
+            if errors.iter().any(|e| e == "States.ALL") && i + 1 != items.len() {
+                self.err(
+                    state,
+                    &field,
+                    "a retrier with `States.ALL` must be the last one",
+                );
+            }
+            let num = |c: &mut Checker, key: &str, default: f64, min: f64| -> f64 {
+                match obj.get(key) {
+                    None => default,
+                    Some(v) => match v.as_f64() {
+                        Some(n) if n >= min => n,
+                        _ => {
+                            c.err(
+                                state,
+                                &format!("{field}.{key}"),
+                                format!("must be a number of at least {min}"),
+                            );
+                            default
+                        }
+                    },
+                }
+            };
+            let interval = num(self, "IntervalSeconds", 1.0, 1.0);
+            let max_attempts = num(self, "MaxAttempts", 3.0, 0.0) as u32;
+            let backoff = num(self, "BackoffRate", 2.0, 1.0);
+            let max_delay = obj
+                .get("MaxDelaySeconds")
+                .map(|_| num(self, "MaxDelaySeconds", 0.0, 1.0));
+            let full_jitter = match obj.get("JitterStrategy").and_then(|v| v.as_str()) {
+                None | Some("NONE") => false,
+                Some("FULL") => true,
+                Some(other) => {
+                    self.err(
+                        state,
+                        &format!("{field}.JitterStrategy"),
+                        format!("`{other}` is not FULL or NONE"),
+                    );
+                    false
+                }
+            };
+            out.push(Retrier {
+                errors,
+                interval_seconds: interval,
+                max_attempts,
+                backoff_rate: backoff,
+                max_delay_seconds: max_delay,
+                full_jitter,
+            });
+        }
+        out
+    }
+
+    fn catchers(&mut self, state: &str, v: Option<&Value>) -> Vec<Catcher> {
+        let Some(v) = v else { return Vec::new() };
+        let Some(items) = v.as_array() else {
+            self.err(state, "Catch", "must be an array of catchers");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, c) in items.iter().enumerate() {
+            let field = format!("Catch[{i}]");
+            let Some(obj) = c.as_object() else {
+                self.err(state, &field, "must be an object");
+                continue;
+            };
+            self.unknown(
+                state,
+                &field,
+                obj,
+                &["ErrorEquals", "ResultPath", "Next", "Comment"],
+            );
+            let errors = self.error_names(state, &field, obj.get("ErrorEquals"));
+            if errors.iter().any(|e| e == "States.ALL") && i + 1 != items.len() {
+                self.err(
+                    state,
+                    &field,
+                    "a catcher with `States.ALL` must be the last one",
+                );
+            }
+            let next = match obj.get("Next").and_then(|v| v.as_str()) {
+                Some(n) => n.to_string(),
+                None => {
+                    self.err(state, &format!("{field}.Next"), "is required");
+                    String::new()
+                }
+            };
+            let result_path = self
+                .result_path(state, obj.get("ResultPath"))
+                .unwrap_or_else(|| ResultPath::At(Path::parse("$").expect("root path")));
+            out.push(Catcher {
+                errors,
+                result_path,
+                next,
+            });
+        }
+        out
+    }
+
+    fn unknown(&mut self, state: &str, field: &str, obj: &Map<String, Value>, known: &[&str]) {
+        for k in obj.keys() {
+            if !known.contains(&k.as_str()) {
+                let at = if field.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{field}.{k}")
+                };
+                self.err(state, &at, "is not a field this state type supports");
+            }
+        }
+    }
+
+    fn seconds(&mut self, state: &str, obj: &Map<String, Value>, key: &str) -> Option<Seconds> {
+        let path_key = format!("{key}Path");
+        match (obj.get(key), obj.get(&path_key)) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    state,
+                    key,
+                    format!("give `{key}` or `{path_key}`, not both"),
+                );
+                None
+            }
+            (Some(v), None) => match v.as_u64() {
+                Some(n) if n > 0 => Some(Seconds::Fixed(n)),
+                _ => {
+                    self.err(state, key, "must be a positive integer");
+                    None
+                }
+            },
+            (None, Some(v)) => self.path(state, &path_key, Some(v)).map(Seconds::Path),
+            (None, None) => None,
+        }
+    }
+
+    fn rule(&mut self, state: &str, field: &str, v: &Value, top: bool) -> Option<Rule> {
+        let Some(obj) = v.as_object() else {
+            self.err(state, field, "a choice rule must be an object");
+            return None;
+        };
+        let list = |c: &mut Checker, key: &str, items: &Value| -> Vec<Rule> {
+            match items.as_array() {
+                Some(items) if !items.is_empty() => items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| c.rule(state, &format!("{field}.{key}[{i}]"), r, false))
+                    .collect(),
+                _ => {
+                    c.err(
+                        state,
+                        &format!("{field}.{key}"),
+                        "must be a non-empty array of rules",
+                    );
+                    Vec::new()
+                }
+            }
+        };
+        let allowed_top = if top {
+            &["Next", "Comment"][..]
+        } else {
+            &["Comment"][..]
+        };
+        if let Some(items) = obj.get("And") {
+            self.unknown(state, field, obj, &[&["And"][..], allowed_top].concat());
+            return Some(Rule::And(list(self, "And", items)));
+        }
+        if let Some(items) = obj.get("Or") {
+            self.unknown(state, field, obj, &[&["Or"][..], allowed_top].concat());
+            return Some(Rule::Or(list(self, "Or", items)));
+        }
+        if let Some(inner) = obj.get("Not") {
+            self.unknown(state, field, obj, &[&["Not"][..], allowed_top].concat());
+            return self
+                .rule(state, &format!("{field}.Not"), inner, false)
+                .map(|r| Rule::Not(Box::new(r)));
+        }
+        let variable = self.path(state, &format!("{field}.Variable"), obj.get("Variable"));
+        if obj.get("Variable").is_none() {
+            self.err(state, field, "needs `Variable` (or `And`, `Or`, `Not`)");
+        }
+        let ops: Vec<(&String, &Value)> = obj
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "Variable" | "Next" | "Comment"))
+            .collect();
+        if ops.len() != 1 {
+            self.err(
+                state,
+                field,
+                format!("needs exactly one comparison operator, found {}", ops.len()),
+            );
+            return None;
+        }
+        let (op, value) = ops[0];
+        let (base, is_path) = match op.strip_suffix("Path") {
+            Some(b) if COMPARATORS.contains(&b) && !b.starts_with("Is") => (b.to_string(), true),
+            _ => (op.clone(), false),
+        };
+        if !COMPARATORS.contains(&base.as_str()) {
+            self.err(
+                state,
+                &format!("{field}.{op}"),
+                "is not a comparison operator",
+            );
+            return None;
+        }
+        if !top && obj.contains_key("Next") {
+            self.err(
+                state,
+                &format!("{field}.Next"),
+                "only top-level rules have `Next`",
+            );
+        }
+        let operand = if is_path {
+            Operand::Path(self.path(state, &format!("{field}.{op}"), Some(value))?)
+        } else {
+            let ok = match base.as_str() {
+                b if b.starts_with("String") || b.starts_with("Timestamp") => value.is_string(),
+                b if b.starts_with("Numeric") => value.is_number(),
+                _ => value.is_boolean(),
+            };
+            if !ok {
+                self.err(
+                    state,
+                    &format!("{field}.{op}"),
+                    format!("{value} is not the type {base} compares"),
+                );
+            }
+            Operand::Value(value.clone())
+        };
+        Some(Rule::Compare {
+            variable: variable?,
+            op: base,
+            operand,
+        })
+    }
+
+    fn text(&mut self, state: &str, obj: &Map<String, Value>, key: &str) -> Option<Text> {
+        let path_key = format!("{key}Path");
+        match (obj.get(key), obj.get(&path_key)) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    state,
+                    key,
+                    format!("give `{key}` or `{path_key}`, not both"),
+                );
+                None
+            }
+            (Some(Value::String(s)), None) => Some(Text::Fixed(s.clone())),
+            (Some(other), None) => {
+                self.err(state, key, format!("must be a string, not {other}"));
+                None
+            }
+            (None, Some(Value::String(s))) if is_intrinsic(s) => match Call::parse(s) {
+                Ok(c) => Some(Text::Call(c)),
+                Err(e) => {
+                    self.err(state, &path_key, e);
+                    None
+                }
+            },
+            (None, Some(v)) => self.path(state, &path_key, Some(v)).map(Text::Path),
+            (None, None) => None,
+        }
+    }
+
+    fn machine(&mut self, v: &Value, scope: &str) -> Option<Definition> {
+        let Some(obj) = v.as_object() else {
+            self.err("", scope, "a state machine must be a JSON object");
+            return None;
+        };
+        let top = scope.is_empty();
+        let known: &[&str] = if top {
+            &[
+                "Comment",
+                "StartAt",
+                "States",
+                "TimeoutSeconds",
+                "Version",
+                "QueryLanguage",
+            ]
+        } else {
+            &["Comment", "StartAt", "States", "ProcessorConfig"]
+        };
+        for k in obj.keys() {
+            if !known.contains(&k.as_str()) {
+                self.err(
+                    "",
+                    &format!(
+                        "{}{k}",
+                        if top {
+                            String::new()
+                        } else {
+                            format!("{scope}.")
+                        }
+                    ),
+                    "is not a state machine field",
+                );
+            }
+        }
+        if let Some(q) = obj.get("QueryLanguage") {
+            if q != "JSONPath" {
+                self.err(
+                    "",
+                    "QueryLanguage",
+                    "only JSONPath is supported (JSONata is not)",
+                );
+            }
+        }
+        let start_at = match obj.get("StartAt").and_then(|v| v.as_str()) {
+            Some(s) => s.to_string(),
+            None => {
+                self.err("", &format!("{scope}StartAt"), "is required");
+                String::new()
+            }
+        };
+        let Some(states_obj) = obj.get("States").and_then(|v| v.as_object()) else {
+            self.err(
+                "",
+                &format!("{scope}States"),
+                "is required and must be an object",
+            );
+            return None;
+        };
+        let mut states = BTreeMap::new();
+        for (name, s) in states_obj {
+            if name.is_empty() || name.chars().count() > 80 {
+                self.err(name, "name", "state names are 1-80 characters");
+            }
+            if let Some(state) = self.state(name, s) {
+                states.insert(name.clone(), state);
+            }
+        }
+        if !start_at.is_empty() && !states_obj.contains_key(&start_at) {
+            self.err(
+                "",
+                &format!("{scope}StartAt"),
+                format!("`{start_at}` is not a state"),
+            );
+        }
+        let def = Definition {
+            start_at,
+            states,
+            timeout_seconds: obj.get("TimeoutSeconds").and_then(|v| v.as_u64()),
+            comment: obj
+                .get("Comment")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+        };
+        // Every transition target exists, and every state is reachable.
+        let mut reachable = BTreeSet::new();
+        let mut todo = vec![def.start_at.clone()];
+        while let Some(n) = todo.pop() {
+            if !reachable.insert(n.clone()) {
+                continue;
+            }
+            if let Some(s) = def.states.get(&n) {
+                todo.extend(targets(s));
+            }
+        }
+        for (name, s) in &def.states {
+            for t in targets(s) {
+                if !def.states.contains_key(&t) {
+                    self.err(name, "Next", format!("`{t}` is not a state"));
+                }
+            }
+            if !reachable.contains(name) {
+                self.err(name, "", "is not reachable from StartAt");
+            }
+        }
+        Some(def)
+    }
+
+    fn state(&mut self, name: &str, v: &Value) -> Option<State> {
+        let Some(obj) = v.as_object() else {
+            self.err(name, "", "a state must be an object");
+            return None;
+        };
+        let Some(kind) = obj.get("Type").and_then(|t| t.as_str()) else {
+            self.err(name, "Type", "is required");
+            return None;
+        };
+        let io = ["InputPath", "OutputPath"];
+        let trans = ["Next", "End"];
+        let common = ["Type", "Comment"];
+        let fields =
+            |extra: &[&'static str]| -> Vec<&'static str> { [&common[..], extra].concat() };
+        Some(match kind {
+            "Pass" => {
+                self.unknown(
+                    name,
+                    "",
+                    obj,
+                    &fields(
+                        &[&io[..], &trans[..], &["Parameters", "Result", "ResultPath"]].concat(),
+                    ),
+                );
+                State::Pass {
+                    flow: self.flow(
+                        name,
+                        obj,
+                        &["InputPath", "OutputPath", "Parameters", "ResultPath"],
+                    ),
+                    result: obj.get("Result").cloned(),
+                    transition: self.transition(name, obj),
+                }
+            }
+            "Task" => {
+                self.unknown(
+                    name,
+                    "",
+                    obj,
+                    &fields(
+                        &[
+                            &io[..],
+                            &trans[..],
+                            &[
+                                "Resource",
+                                "Parameters",
+                                "ResultSelector",
+                                "ResultPath",
+                                "Retry",
+                                "Catch",
+                                "TimeoutSeconds",
+                                "TimeoutSecondsPath",
+                                "HeartbeatSeconds",
+                                "HeartbeatSecondsPath",
+                                "Credentials",
+                            ],
+                        ]
+                        .concat(),
+                    ),
+                );
+                let resource = match obj.get("Resource").and_then(|r| r.as_str()) {
+                    Some(r) => r.to_string(),
+                    None => {
+                        self.err(name, "Resource", "is required");
+                        String::new()
+                    }
+                };
+                let timeout = self.seconds(name, obj, "TimeoutSeconds");
+                let heartbeat = self.seconds(name, obj, "HeartbeatSeconds");
+                if let (Some(Seconds::Fixed(t)), Some(Seconds::Fixed(h))) = (&timeout, &heartbeat) {
+                    if h >= t {
+                        self.err(
+                            name,
+                            "HeartbeatSeconds",
+                            "must be smaller than TimeoutSeconds",
+                        );
+                    }
+                }
+                State::Task {
+                    flow: self.flow(
+                        name,
+                        obj,
+                        &[
+                            "InputPath",
+                            "OutputPath",
+                            "Parameters",
+                            "ResultSelector",
+                            "ResultPath",
+                        ],
+                    ),
+                    resource,
+                    timeout,
+                    heartbeat,
+                    retry: self.retriers(name, obj.get("Retry")),
+                    catch: self.catchers(name, obj.get("Catch")),
+                    transition: self.transition(name, obj),
+                }
+            }
+            "Choice" => {
+                self.unknown(
+                    name,
+                    "",
+                    obj,
+                    &fields(&[&io[..], &["Choices", "Default"]].concat()),
+                );
+                let mut choices = Vec::new();
+                match obj.get("Choices").and_then(|c| c.as_array()) {
+                    Some(items) if !items.is_empty() => {
+                        for (i, r) in items.iter().enumerate() {
+                            let field = format!("Choices[{i}]");
+                            let next = r.get("Next").and_then(|n| n.as_str()).map(str::to_string);
+                            if next.is_none() {
+                                self.err(name, &format!("{field}.Next"), "is required");
+                            }
+                            if let (Some(rule), Some(next)) =
+                                (self.rule(name, &field, r, true), next)
+                            {
+                                choices.push((rule, next));
+                            }
+                        }
+                    }
+                    _ => self.err(name, "Choices", "must be a non-empty array"),
+                }
+                State::Choice {
+                    flow: self.flow(name, obj, &["InputPath", "OutputPath"]),
+                    choices,
+                    default: obj
+                        .get("Default")
+                        .and_then(|d| d.as_str())
+                        .map(str::to_string),
+                }
+            }
+            "Wait" => {
+                self.unknown(
+                    name,
+                    "",
+                    obj,
+                    &fields(
+                        &[
+                            &io[..],
+                            &trans[..],
+                            &["Seconds", "SecondsPath", "Timestamp", "TimestampPath"],
+                        ]
+                        .concat(),
+                    ),
+                );
+                let present: Vec<&str> = ["Seconds", "SecondsPath", "Timestamp", "TimestampPath"]
+                    .into_iter()
+                    .filter(|k| obj.contains_key(*k))
+                    .collect();
+                let how = if present.len() != 1 {
+                    self.err(
+                        name,
+                        "Seconds",
+                        "give exactly one of Seconds, SecondsPath, Timestamp, TimestampPath",
+                    );
+                    WaitFor::Seconds(0)
+                } else {
+                    match present[0] {
+                        "Seconds" => match obj["Seconds"].as_u64() {
+                            Some(n) => WaitFor::Seconds(n),
+                            None => {
+                                self.err(name, "Seconds", "must be a non-negative integer");
+                                WaitFor::Seconds(0)
+                            }
+                        },
+                        "Timestamp" => {
+                            let t = obj["Timestamp"].as_str().unwrap_or_default().to_string();
+                            if crate::choice::parse_timestamp(&t).is_none() {
+                                self.err(
+                                    name,
+                                    "Timestamp",
+                                    "must be an RFC 3339 timestamp like 2026-01-01T00:00:00Z",
+                                );
+                            }
+                            WaitFor::Timestamp(t)
+                        }
+                        "SecondsPath" => self
+                            .path(name, "SecondsPath", obj.get("SecondsPath"))
+                            .map(WaitFor::SecondsPath)
+                            .unwrap_or(WaitFor::Seconds(0)),
+                        _ => self
+                            .path(name, "TimestampPath", obj.get("TimestampPath"))
+                            .map(WaitFor::TimestampPath)
+                            .unwrap_or(WaitFor::Seconds(0)),
+                    }
+                };
+                State::Wait {
+                    flow: self.flow(name, obj, &["InputPath", "OutputPath"]),
+                    how,
+                    transition: self.transition(name, obj),
+                }
+            }
+            "Succeed" => {
+                self.unknown(name, "", obj, &fields(&io));
+                State::Succeed {
+                    flow: self.flow(name, obj, &["InputPath", "OutputPath"]),
+                }
+            }
+            "Fail" => {
+                self.unknown(
+                    name,
+                    "",
+                    obj,
+                    &fields(&["Error", "ErrorPath", "Cause", "CausePath"]),
+                );
+                State::Fail {
+                    error: self.text(name, obj, "Error"),
+                    cause: self.text(name, obj, "Cause"),
+                }
+            }
+            "Parallel" => {
+                self.unknown(
+                    name,
+                    "",
+                    obj,
+                    &fields(
+                        &[
+                            &io[..],
+                            &trans[..],
+                            &[
+                                "Branches",
+                                "Parameters",
+                                "ResultSelector",
+                                "ResultPath",
+                                "Retry",
+                                "Catch",
+                            ],
+                        ]
+                        .concat(),
+                    ),
+                );
+                let mut branches = Vec::new();
+                match obj.get("Branches").and_then(|b| b.as_array()) {
+                    Some(items) if !items.is_empty() => {
+                        for (i, b) in items.iter().enumerate() {
+                            if let Some(d) = self.machine(b, &format!("{name}.Branches[{i}].")) {
+                                branches.push(d);
+                            }
+                        }
+                    }
+                    _ => self.err(
+                        name,
+                        "Branches",
+                        "must be a non-empty array of state machines",
+                    ),
+                }
+                State::Parallel {
+                    flow: self.flow(
+                        name,
+                        obj,
+                        &[
+                            "InputPath",
+                            "OutputPath",
+                            "Parameters",
+                            "ResultSelector",
+                            "ResultPath",
+                        ],
+                    ),
+                    branches,
+                    retry: self.retriers(name, obj.get("Retry")),
+                    catch: self.catchers(name, obj.get("Catch")),
+                    transition: self.transition(name, obj),
+                }
+            }
+            "Map" => {
+                self.unknown(
+                    name,
+                    "",
+                    obj,
+                    &fields(
+                        &[
+                            &io[..],
+                            &trans[..],
+                            &[
+                                "ItemsPath",
+                                "ItemSelector",
+                                "Parameters",
+                                "Iterator",
+                                "ItemProcessor",
+                                "MaxConcurrency",
+                                "MaxConcurrencyPath",
+                                "ResultSelector",
+                                "ResultPath",
+                                "Retry",
+                                "Catch",
+                                "Label",
+                                "ToleratedFailurePercentage",
+                                "ToleratedFailureCount",
+                            ],
+                        ]
+                        .concat(),
+                    ),
+                );
+                if obj.contains_key("ItemSelector") && obj.contains_key("Parameters") {
+                    self.err(
+                        name,
+                        "ItemSelector",
+                        "give `ItemSelector` or the older `Parameters`, not both",
+                    );
+                }
+                let selector = obj
+                    .get("ItemSelector")
+                    .or_else(|| obj.get("Parameters"))
+                    .map(|v| self.template(name, "ItemSelector", v));
+                let processor = obj.get("ItemProcessor").or_else(|| obj.get("Iterator"));
+                let processor = match processor {
+                    Some(p) => self.machine(p, &format!("{name}.ItemProcessor.")),
+                    None => {
+                        self.err(name, "ItemProcessor", "is required");
+                        None
+                    }
+                };
+                let max_concurrency =
+                    match (obj.get("MaxConcurrency"), obj.get("MaxConcurrencyPath")) {
+                        (Some(v), None) => match v.as_u64() {
+                            Some(n) => MaxConcurrency::Fixed(n),
+                            None => {
+                                self.err(name, "MaxConcurrency", "must be a non-negative integer");
+                                MaxConcurrency::Fixed(0)
+                            }
+                        },
+                        (None, Some(p)) => self
+                            .path(name, "MaxConcurrencyPath", Some(p))
+                            .map(MaxConcurrency::Path)
+                            .unwrap_or(MaxConcurrency::Fixed(0)),
+                        (None, None) => MaxConcurrency::Fixed(0),
+                        (Some(_), Some(_)) => {
+                            self.err(
+                                name,
+                                "MaxConcurrency",
+                                "give MaxConcurrency or MaxConcurrencyPath, not both",
+                            );
+                            MaxConcurrency::Fixed(0)
+                        }
+                    };
+                State::Map {
+                    flow: self.flow(
+                        name,
+                        obj,
+                        &["InputPath", "OutputPath", "ResultSelector", "ResultPath"],
+                    ),
+                    items_path: self.path(name, "ItemsPath", obj.get("ItemsPath")),
+                    item_selector: selector,
+                    processor: Box::new(processor.unwrap_or(Definition {
+                        start_at: String::new(),
+                        states: BTreeMap::new(),
+                        timeout_seconds: None,
+                        comment: None,
+                    })),
+                    max_concurrency,
+                    retry: self.retriers(name, obj.get("Retry")),
+                    catch: self.catchers(name, obj.get("Catch")),
+                    transition: self.transition(name, obj),
+                }
+            }
+            other => {
+                self.err(name, "Type", format!("`{other}` is not a state type (Task, Pass, Choice, Wait, Succeed, Fail, Parallel, Map)"));
+                return None;
+            }
+        })
+    }
+}
+
+fn targets(s: &State) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut trans = |t: &Transition| {
+        if let Transition::Next(n) = t {
+            out.push(n.clone());
+        }
+    };
+    match s {
+        State::Pass { transition, .. } | State::Wait { transition, .. } => trans(transition),
+        State::Task {
+            transition, catch, ..
+        }
+        | State::Parallel {
+            transition, catch, ..
+        }
+        | State::Map {
+            transition, catch, ..
+        } => {
+            trans(transition);
+            out.extend(catch.iter().map(|c| c.next.clone()));
+        }
+        State::Choice {
+            choices, default, ..
+        } => {
+            out.extend(choices.iter().map(|(_, n)| n.clone()));
+            out.extend(default.iter().cloned());
+        }
+        State::Succeed { .. } | State::Fail { .. } => {}
+    }
+    out
+}
+
+impl Definition {
+    /// Parses and checks a definition; every problem is reported at once.
+    pub fn parse(text: &str) -> Result<Definition, DefinitionError> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| DefinitionError(vec![format!("not valid JSON: {e}")]))?;
+        Definition::from_value(&v)
+    }
+
+    pub fn from_value(v: &Value) -> Result<Definition, DefinitionError> {
+        let mut c = Checker {
+            problems: Vec::new(),
+        };
+        let def = c.machine(v, "");
+        match def {
+            Some(d) if c.problems.is_empty() => Ok(d),
+            _ => Err(DefinitionError(c.problems)),
+        }
+    }
+
+    /// Every Task resource in the definition (branches and processors too).
+    pub fn resources(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for s in self.states.values() {
+            match s {
+                State::Task { resource, .. } => {
+                    out.insert(resource.clone());
+                }
+                State::Parallel { branches, .. } => {
+                    branches.iter().for_each(|b| out.extend(b.resources()))
+                }
+                State::Map { processor, .. } => out.extend(processor.resources()),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_job_state_machine_parses() {
+        let text = include_str!("../../statemachines/run-job.asl.json");
+        let def = Definition::parse(text).unwrap();
+        assert_eq!(def.start_at, "Start attempt 1");
+        assert!(def
+            .resources()
+            .contains("arn:aws:states:::lambda:invoke.waitForTaskToken"));
+    }
+
+    #[test]
+    fn invalid_definitions_name_the_state_and_the_field() {
+        let text = r#"{
+          "StartAt": "A",
+          "States": {
+            "A": {"Type": "Pass", "Next": "Nowhere"},
+            "B": {"Type": "Task", "End": true, "Retry": [{"ErrorEquals": ["States.ALL"]}, {"ErrorEquals": ["X"]}]},
+            "C": {"Type": "Choice", "Choices": [{"Variable": "$.x", "StringEquals": 3, "Next": "A"}]},
+            "D": {"Type": "Wait", "Seconds": 1, "Timestamp": "2026-01-01T00:00:00Z", "End": true},
+            "E": {"Type": "Fail", "Error": "x", "ErrorPath": "$.e"},
+            "F": {"Type": "Pass", "End": true, "Colour": "red"},
+            "G": {"Type": "Pass", "End": true, "InputPath": "no-dollar"}
+          }
+        }"#;
+        let err = Definition::parse(text).unwrap_err().0;
+        let all = err.join("\n");
+        for want in [
+            "state `A`, Next: `Nowhere` is not a state",
+            "state `B`, Resource: is required",
+            "state `B`, Retry[0]: a retrier with `States.ALL` must be the last one",
+            "state `C`, Choices[0].StringEquals: 3 is not the type StringEquals compares",
+            "state `D`, Seconds: give exactly one of",
+            "state `E`, Error: give `Error` or `ErrorPath`, not both",
+            "state `F`, Colour: is not a field this state type supports",
+            "state `G`, InputPath:",
+            "state `B`, : is not reachable from StartAt",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! JSONPath as the States Language uses it: `$` (state input) and `$$`
+//! (context object) roots, children by name or bracket, indexes, slices,
+//! wildcards, recursive descent and simple filters. Reference paths (for
+//! `ResultPath`) are the definite subset: names and indexes only.
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Child(String),
+    Index(i64),
+    Wildcard,
+    Slice(Option<i64>, Option<i64>, Option<i64>),
+    Descend(String),
+    DescendAll,
+    Filter(Filter),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Filter {
+    path: Vec<Segment>,
+    op: Option<(String, Value)>,
+}
+
+/// A parsed path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Path {
+    text: String,
+    context: bool,
+    segments: Vec<Segment>,
+}
+
+impl Path {
+    pub fn parse(text: &str) -> Result<Path, String> {
+        let (context, rest) = if let Some(r) = text.strip_prefix("$$") {
+            (true, r)
+        } else if let Some(r) = text.strip_prefix('$') {
+            (false, r)
+        } else {
+            return Err(format!(
+                "`{text}` is not a path: paths start with `$` or `$$`"
+            ));
+        };
+        let segments = parse_segments(rest).map_err(|e| format!("`{text}`: {e}"))?;
+        Ok(Path {
+            text: text.to_string(),
+            context,
+            segments,
+        })
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn is_context(&self) -> bool {
+        self.context
+    }
+
+    /// A definite path selects at most one value (no wildcards, slices,
+    /// filters or recursive descent).
+    pub fn is_definite(&self) -> bool {
+        self.segments
+            .iter()
+            .all(|s| matches!(s, Segment::Child(_) | Segment::Index(_)))
+    }
+
+    /// Selects from `input` (or `context` for `$$` paths). A definite path
+    /// gives its value or an error naming the path; an indefinite one gives
+    /// the array of every match.
+    pub fn select(&self, input: &Value, context: &Value) -> Result<Value, String> {
+        let root = if self.context { context } else { input };
+        let found = select_all(root, &self.segments);
+        if self.is_definite() {
+            found.into_iter().next().cloned().ok_or_else(|| {
+                format!(
+                    "the JSONPath `{}` could not be found in the input {}",
+                    self.text,
+                    abbreviate(root)
+                )
+            })
+        } else {
+            Ok(Value::Array(found.into_iter().cloned().collect()))
+        }
+    }
+
+    /// Whether the path selects something (for `IsPresent`).
+    pub fn exists(&self, input: &Value, context: &Value) -> bool {
+        let root = if self.context { context } else { input };
+        !select_all(root, &self.segments).is_empty()
+    }
+
+    /// Writes `value` at this (reference) path inside `target`, creating
+    /// objects on the way, as `ResultPath` does.
+    pub fn set(&self, target: Value, value: Value) -> Result<Value, String> {
+        if self.context {
+            return Err(format!(
+                "`{}`: ResultPath cannot write to the context object",
+                self.text
+            ));
+        }
+        if self.segments.is_empty() {
+            return Ok(value);
+        }
+        let mut root = target;
+        if !root.is_object() && !matches!(self.segments[0], Segment::Index(_)) {
+            return Err(format!(
+                "ResultPath `{}` cannot be applied: the state's input is not an object ({})",
+                self.text,
+                abbreviate(&root)
+            ));
+        }
+        set_in(&mut root, &self.segments, value, &self.text)?;
+        Ok(root)
+    }
+}
+
+fn set_in(node: &mut Value, segments: &[Segment], value: Value, text: &str) -> Result<(), String> {
+    let Some((first, rest)) = segments.split_first() else {
+        *node = value;
+        return Ok(());
+    };
+    match first {
+        Segment::Child(name) => {
+            if node.is_null() {
+                *node = Value::Object(Map::new());
+            }
+            let Some(map) = node.as_object_mut() else {
+                return Err(format!(
+                    "ResultPath `{text}`: `{name}` is inside a value that is not an object"
+                ));
+            };
+            let child = map.entry(name.clone()).or_insert(Value::Null);
+            set_in(child, rest, value, text)
+        }
+        Segment::Index(i) => {
+            let Some(items) = node.as_array_mut() else {
+                return Err(format!(
+                    "ResultPath `{text}`: [{i}] is inside a value that is not an array"
+                ));
+            };
+            let len = items.len() as i64;
+            let idx = if *i < 0 { len + i } else { *i };
+            match items.get_mut(idx as usize) {
+                Some(child) if idx >= 0 => set_in(child, rest, value, text),
+                _ => Err(format!("ResultPath `{text}`: index {i} is out of range")),
+            }
+        }
+        _ => Err(format!(
+            "ResultPath `{text}` must be a reference path (names and indexes only)"
+        )),
+    }
+}
+
+pub fn abbreviate(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 200 {
+        format!("{}…", s.chars().take(200).collect::<String>())
+    } else {
+        s
+    }
+}
+
+fn select_all<'a>(root: &'a Value, segments: &[Segment]) -> Vec<&'a Value> {
+    let mut current = vec![root];
+    for seg in segments {
+        let mut next = Vec::new();
+        for node in current {
+            apply(node, seg, &mut next);
+        }
+        current = next;
+    }
+    current
+}
+
+fn apply<'a>(node: &'a Value, seg: &Segment, out: &mut Vec<&'a Value>) {
+    match seg {
+        Segment::Child(name) => {
+            if let Some(v) = node.get(name.as_str()) {
+                out.push(v);
+            }
+        }
+        Segment::Index(i) => {
+            if let Some(items) = node.as_array() {
+                let idx = if *i < 0 { items.len() as i64 + i } else { *i };
+                if idx >= 0 {
+                    if let Some(v) = items.get(idx as usize) {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        Segment::Wildcard => match node {
+            Value::Array(items) => out.extend(items.iter()),
+            Value::Object(map) => out.extend(map.values()),
+            _ => {}
+        },
+        Segment::Slice(start, end, step) => {
+            if let Some(items) = node.as_array() {
+                let len = items.len() as i64;
+                let norm = |v: i64| if v < 0 { (len + v).max(0) } else { v.min(len) };
+                let step = step.unwrap_or(1);
+                if step > 0 {
+                    let (s, e) = (norm(start.unwrap_or(0)), norm(end.unwrap_or(len)));
+                    let mut i = s;
+                    while i < e {
+                        out.push(&items[i as usize]);
+                        i += step;
+                    }
+                }
+            }
+        }
+        Segment::Descend(name) => descend(node, &mut |v| {
+            if let Some(found) = v.get(name.as_str()) {
+                out.push(found);
+            }
+        }),
+        Segment::DescendAll => descend(node, &mut |v| match v {
+            Value::Array(items) => out.extend(items.iter()),
+            Value::Object(map) => out.extend(map.values()),
+            _ => {}
+        }),
+        Segment::Filter(filter) => {
+            let candidates: Vec<&Value> = match node {
+                Value::Array(items) => items.iter().collect(),
+                Value::Object(map) => map.values().collect(),
+                _ => Vec::new(),
+            };
+            for c in candidates {
+                if filter_matches(c, filter) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+}
+
+fn descend<'a>(node: &'a Value, f: &mut dyn FnMut(&'a Value)) {
+    f(node);
+    match node {
+        Value::Array(items) => items.iter().for_each(|v| descend(v, f)),
+        Value::Object(map) => map.values().for_each(|v| descend(v, f)),
+        _ => {}
+    }
+}
+
+fn filter_matches(item: &Value, filter: &Filter) -> bool {
+    let found = select_all(item, &filter.path);
+    let Some(value) = found.first() else {
+        return false;
+    };
+    let Some((op, literal)) = &filter.op else {
+        return true;
+    };
+    match (value, literal) {
+        (Value::Number(a), Value::Number(b)) => {
+            let (a, b) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            );
+            match op.as_str() {
+                "==" => a == b,
+                "!=" => a != b,
+                "<" => a < b,
+                "<=" => a <= b,
+                ">" => a > b,
+                ">=" => a >= b,
+                _ => false,
+            }
+        }
+        (Value::String(a), Value::String(b)) => match op.as_str() {
+            "==" => a == b,
+            "!=" => a != b,
+            "<" => a < b,
+            "<=" => a <= b,
+            ">" => a > b,
+            ">=" => a >= b,
+            _ => false,
+        },
+        (a, b) => match op.as_str() {
+            "==" => *a == b,
+            "!=" => *a != b,
+            _ => false,
+        },
+    }
+}
+
+fn parse_segments(mut rest: &str) -> Result<Vec<Segment>, String> {
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("..") {
+            if let Some(r2) = r.strip_prefix('*') {
+                out.push(Segment::DescendAll);
+                rest = r2;
+            } else {
+                let (name, r2) = take_name(r);
+                if name.is_empty() {
+                    return Err("`..` needs a name or `*` after it".into());
+                }
+                out.push(Segment::Descend(name));
+                rest = r2;
+            }
+        } else if let Some(r) = rest.strip_prefix('.') {
+            if let Some(r2) = r.strip_prefix('*') {
+                out.push(Segment::Wildcard);
+                rest = r2;
+            } else {
+                let (name, r2) = take_name(r);
+                if name.is_empty() {
+                    return Err("a `.` must be followed by a field name".into());
+                }
+                out.push(Segment::Child(name));
+                rest = r2;
+            }
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = find_bracket_end(r).ok_or("unclosed `[`")?;
+            let inner = r[..end].trim();
+            rest = &r[end + 1..];
+            out.push(parse_bracket(inner)?);
+        } else {
+            return Err(format!(
+                "unexpected `{}`",
+                rest.chars().next().unwrap_or(' ')
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn take_name(s: &str) -> (String, &str) {
+    let end = s
+        .char_indices()
+        .find(|(_, c)| *c == '.' || *c == '[')
+        .map(|(i, _)| i)
+        .unwrap_or(s.len());
+    (s[..end].to_string(), &s[end..])
+}
+
+fn find_bracket_end(s: &str) -> Option<usize> {
+    let mut depth = 0;
+    let mut quote: Option<char> = None;
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '[' | '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ']') if depth == 0 => return Some(i),
+            (None, ']') => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn parse_bracket(inner: &str) -> Result<Segment, String> {
+    if inner == "*" {
+        return Ok(Segment::Wildcard);
+    }
+    if let Some(q) = inner
+        .strip_prefix('\'')
+        .and_then(|s| s.strip_suffix('\''))
+        .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')))
+    {
+        return Ok(Segment::Child(q.to_string()));
+    }
+    if let Some(f) = inner.strip_prefix("?(").and_then(|s| s.strip_suffix(')')) {
+        return parse_filter(f.trim());
+    }
+    if inner.contains(':') {
+        let parts: Vec<&str> = inner.split(':').collect();
+        if parts.len() > 3 {
+            return Err(format!("bad slice `[{inner}]`"));
+        }
+        let num = |s: &str| -> Result<Option<i64>, String> {
+            let s = s.trim();
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                s.parse()
+                    .map(Some)
+                    .map_err(|_| format!("bad slice `[{inner}]`"))
+            }
+        };
+        return Ok(Segment::Slice(
+            num(parts[0])?,
+            num(parts.get(1).copied().unwrap_or(""))?,
+            num(parts.get(2).copied().unwrap_or(""))?,
+        ));
+    }
+    inner.parse::<i64>().map(Segment::Index).map_err(|_| {
+        format!("`[{inner}]` is not an index, a quoted name, a slice, `*` or a filter")
+    })
+}
+
+fn parse_filter(f: &str) -> Result<Segment, String> {
+    let f = f.strip_prefix('@').ok_or("a filter must start with `@`")?;
+    for op in ["==", "!=", "<=", ">=", "<", ">"] {
+        if let Some((left, right)) = f.split_once(op) {
+            let path = parse_segments(left.trim())?;
+            let right = right.trim();
+            let literal =
+                if let Some(s) = right.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+                    Value::String(s.to_string())
+                } else {
+                    serde_json::from_str(right)
+                        .map_err(|_| format!("cannot read `{right}` in a filter"))?
+                };
+            return Ok(Segment::Filter(Filter {
+                path,
+                op: Some((op.to_string(), literal)),
+            }));
+        }
+    }
+    Ok(Segment::Filter(Filter {
+        path: parse_segments(f.trim())?,
+        op: None,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sel(path: &str, input: &Value) -> Result<Value, String> {
+        Path::parse(path)
+            .unwrap()
+            .select(input, &json!({"Execution": {"Id": "x"}}))
+    }
+
+    #[test]
+    fn definite_paths_select_one_value_or_fail() {
+        let v = json!({"a": {"b": [10, 20, {"c": "x"}]}, "odd key": 1});
+        assert_eq!(sel("$", &v).unwrap(), v);
+        assert_eq!(sel("$.a.b[1]", &v).unwrap(), json!(20));
+        assert_eq!(sel("$.a.b[-1].c", &v).unwrap(), json!("x"));
+        assert_eq!(sel("$['odd key']", &v).unwrap(), json!(1));
+        assert_eq!(sel("$$.Execution.Id", &v).unwrap(), json!("x"));
+        assert!(sel("$.a.missing", &v)
+            .unwrap_err()
+            .contains("could not be found"));
+    }
+
+    #[test]
+    fn indefinite_paths_select_arrays() {
+        let v = json!({"items": [{"n": 1, "k": "a"}, {"n": 5, "k": "b"}, {"n": 9, "k": "c"}]});
+        assert_eq!(sel("$.items[*].n", &v).unwrap(), json!([1, 5, 9]));
+        assert_eq!(sel("$.items[0:2].k", &v).unwrap(), json!(["a", "b"]));
+        assert_eq!(sel("$.items[?(@.n > 2)].k", &v).unwrap(), json!(["b", "c"]));
+        assert_eq!(sel("$.items[?(@.k == 'a')].n", &v).unwrap(), json!([1]));
+        assert_eq!(sel("$..k", &v).unwrap(), json!(["a", "b", "c"]));
+        assert_eq!(sel("$.missing[*]", &v).unwrap(), json!([]));
+    }
+
+    #[test]
+    fn result_paths_write_and_create_objects() {
+        let p = Path::parse("$.result.inner").unwrap();
+        assert_eq!(
+            p.set(json!({"a": 1}), json!(2)).unwrap(),
+            json!({"a": 1, "result": {"inner": 2}})
+        );
+        assert_eq!(
+            Path::parse("$")
+                .unwrap()
+                .set(json!({"a": 1}), json!(3))
+                .unwrap(),
+            json!(3)
+        );
+        assert!(p.set(json!("text"), json!(1)).is_err());
+        assert!(Path::parse("$.a[*]")
+            .unwrap()
+            .set(json!({"a": [1]}), json!(1))
+            .is_err());
+    }
+
+    #[test]
+    fn bad_paths_are_rejected_with_a_reason() {
+        for bad in ["a.b", "$.", "$[", "$[x]", "$..", "$.a[1:2:3:4]"] {
+            assert!(Path::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
