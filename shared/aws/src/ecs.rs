@@ -177,6 +177,10 @@ impl TaskRunner for EcsTaskRunner {
             for (k, v) in &spec.environment {
                 co = co.environment(KeyValuePair::builder().name(k).value(v).build());
             }
+            // The job can tell which run and attempt it is (logs, idempotent writes).
+            for (k, v) in launch.run_env() {
+                co = co.environment(KeyValuePair::builder().name(k).value(v).build());
+            }
             overrides = overrides.container_overrides(co.build());
         }
         if let Some(cpu) = spec.cpu {

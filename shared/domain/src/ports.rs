@@ -29,6 +29,23 @@ pub struct Launch {
     pub tags: BTreeMap<String, String>,
 }
 
+impl Launch {
+    /// Variables every job container gets: `STEVEDORE_RUN_ID`, `STEVEDORE_JOB`, `STEVEDORE_ATTEMPT`.
+    pub fn run_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("STEVEDORE_RUN_ID", self.run_id.clone()),
+            ("STEVEDORE_JOB", self.spec.job.clone()),
+            (
+                "STEVEDORE_ATTEMPT",
+                self.tags
+                    .get("stevedore:attempt")
+                    .cloned()
+                    .unwrap_or_else(|| "1".into()),
+            ),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchedTask {
     pub task_arn: String,

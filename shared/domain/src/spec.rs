@@ -223,7 +223,7 @@ impl From<SpecErrors> for Error {
     }
 }
 
-pub const MIN_TIMEOUT_SECONDS: u64 = 60;
+pub const MIN_TIMEOUT_SECONDS: u64 = 10;
 pub const MAX_TIMEOUT_SECONDS: u64 = 7 * 86_400;
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 3_600;
 /// ECS caps the characters of a RunTask `overrides` structure.
@@ -416,7 +416,7 @@ impl JobSpec {
             Some(t) if !(MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&t) => {
                 errs.add(
                     "timeout",
-                    format!("{} is outside 1m-7d", format_duration(t)),
+                    format!("{} is outside 10s-7d", format_duration(t)),
                 );
                 DEFAULT_TIMEOUT_SECONDS
             }
@@ -763,6 +763,10 @@ fn check_env(errs: &mut Errors, name: &str, value: &str, not_secrets: &[String])
             path,
             "is not a valid variable name: use letters, digits and `_`, not starting with a digit",
         );
+        return;
+    }
+    if name.starts_with("STEVEDORE_") {
+        errs.add(path, "names starting with STEVEDORE_ are reserved: Stevedore sets STEVEDORE_RUN_ID, STEVEDORE_JOB and STEVEDORE_ATTEMPT itself");
         return;
     }
     const WHERE: &str = "a job spec is visible in the Step Functions console and in the task's overrides: put the value in Secrets Manager or SSM Parameter Store and reference it from the task definition's container `secrets`";

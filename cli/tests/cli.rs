@@ -1,0 +1,269 @@
+//! The `stevedore` binary as a user runs it: local runs of the example jobs
+//! (real processes), run history, validation, and `exec` with a mock file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+}
+
+fn home(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stevedore-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn stevedore(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stevedore"))
+        .args(args)
+        .env("STEVEDORE_HOME", home)
+        .env("NO_COLOR", "1")
+        .env_remove("STEVEDORE_SLACK_WEBHOOK")
+        .current_dir(repo(""))
+        .output()
+        .expect("run stevedore")
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+#[test]
+fn hello_runs_to_success_with_progress_and_shows_in_runs_list() {
+    let h = home("hello");
+    let out = stevedore(&h, &["run", "examples/jobs/hello.json"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for want in [
+        "▸ Launch task",
+        "▸ Wait for task",
+        "│ hello from stevedore",
+        "│ step 3 of 3",
+        "✔ execution succeeded",
+        "status     SUCCEEDED",
+        "exit code  0",
+        "cost       $",
+    ] {
+        assert!(stdout.contains(want), "missing `{want}` in:\n{stdout}");
+    }
+    let list = stevedore(&h, &["runs", "list"]);
+    let listed = text(&list.stdout);
+    assert!(list.status.success());
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("hello-"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains("SUCCEEDED") && row.contains("1/3"), "{row}");
+
+    let run_id = row.split_whitespace().next().unwrap();
+    let show = stevedore(&h, &["runs", "show", run_id]);
+    let shown = text(&show.stdout);
+    assert!(
+        shown.contains("\"status\": \"SUCCEEDED\"")
+            && shown.contains("TaskStateEntered")
+            && shown.contains("ExecutionSucceeded"),
+        "{shown}"
+    );
+    let log = std::fs::read_to_string(h.join("logs").join(format!("{run_id}.log"))).unwrap();
+    assert!(log.contains("hello from stevedore"));
+    assert!(!stevedore(&h, &["runs", "show", "no-such-run"])
+        .status
+        .success());
+}
+
+#[test]
+fn a_failing_job_prints_the_alert_and_exits_non_zero() {
+    let h = home("exit3");
+    let out = stevedore(&h, &["run", "examples/jobs/exit-3.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("ALERT  [Stevedore] orders-ingest failed: ExitedNonZero"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: upstream API returned 503"),
+        "the alert carries the log tail: {stderr}"
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("FAILED (ExitedNonZero)") && stdout.contains("exit code  3"),
+        "{stdout}"
+    );
+    let list = text(
+        &stevedore(
+            &h,
+            &[
+                "runs",
+                "list",
+                "--status",
+                "failed",
+                "--job",
+                "orders-ingest",
+            ],
+        )
+        .stdout,
+    );
+    assert!(list.contains("ExitedNonZero"), "{list}");
+}
+
+#[test]
+fn the_timeout_example_stops_its_process() {
+    let h = home("timeout");
+    let start = Instant::now();
+    let out = stevedore(
+        &h,
+        &["run", "examples/jobs/timeout.json", "--stop-grace", "5"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("FAILED (TimedOut)"), "{stdout}");
+    assert!(
+        stdout.contains("got SIGTERM, stopping"),
+        "the process saw SIGTERM: {stdout}"
+    );
+    assert!(
+        start.elapsed().as_secs() < 30,
+        "stopped at its 10 s timeout"
+    );
+}
+
+#[test]
+fn a_retryable_exit_code_gets_a_second_attempt() {
+    let h = home("retry");
+    let out = stevedore(&h, &["run", "examples/jobs/retry-once.json"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("attempt 2: export done") && stdout.contains("attempts   2 of 3"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_accepts_good_files_and_names_every_problem_in_bad_ones() {
+    let h = home("validate");
+    let ok = stevedore(
+        &h,
+        &[
+            "validate",
+            "examples/jobs/hello.json",
+            "statemachines/run-job.asl.json",
+            "examples/statemachines/orders.asl.json",
+        ],
+    );
+    assert!(ok.status.success(), "{}", text(&ok.stdout));
+    let bad_spec = h.join("bad.json");
+    std::fs::create_dir_all(&h).unwrap();
+    std::fs::write(
+        &bad_spec,
+        r#"{"job": "x", "taskDefinition": "t:0", "retry": {"maxAttempts": 0}}"#,
+    )
+    .unwrap();
+    let out = stevedore(
+        &h,
+        &[
+            "validate",
+            bad_spec.to_str().unwrap(),
+            "tests/fixtures/broken-next.asl.json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("taskDefinition:")
+            && stdout.contains("retry.maxAttempts: must be between 1 and 10"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("`Wait for the task` is not a state"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn exec_runs_a_definition_with_mocks_and_prints_json_for_scripts() {
+    let h = home("exec");
+    let args = |case: &str| {
+        vec![
+            "exec",
+            "examples/statemachines/orders.asl.json",
+            "--input",
+            "examples/statemachines/orders.input.json",
+            "--mocks",
+            "examples/statemachines/orders.mocks.json",
+            "--test-case",
+            case,
+            "--json",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<String>>()
+    };
+    let run = |case: &str| {
+        let a = args(case);
+        stevedore(&h, &a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run("HappyPath");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints one JSON object");
+    assert_eq!(
+        v,
+        json!({"status": "SUCCEEDED", "output": {
+            "batch": "batch-7",
+            "priced": [{"id": "a", "total": 20}, {"id": "b", "total": 10}, {"id": "c", "total": 50}],
+            "charged": true,
+            "notified": true
+        }})
+    );
+    let out = run("NotifyDown");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["output"]["notified"],
+        json!(false),
+        "the Catch handled the failed notification"
+    );
+
+    // Without mocks, a foreign resource fails with a message naming the state.
+    let out = stevedore(
+        &h,
+        &[
+            "exec",
+            "examples/statemachines/orders.asl.json",
+            "--input",
+            r#"{"batchId": 1, "orders": [{"id": "a", "qty": 1}]}"#,
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], json!("FAILED"));
+    assert!(
+        v["cause"].as_str().unwrap().contains("Task state `Price`"),
+        "{v}"
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    let h = home("help");
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["runs", "list", "--help"],
+        vec!["runs", "show", "--help"],
+        vec!["validate", "--help"],
+        vec!["exec", "--help"],
+    ] {
+        let out = stevedore(&h, &args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(text(&out.stdout).contains("Usage:"), "{args:?}");
+    }
+    let out = stevedore(&h, &["run", "does-not-exist.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read does-not-exist.json"));
+}

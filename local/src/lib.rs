@@ -1,0 +1,14 @@
+//! Local mode: Stevedore on one machine, no AWS account and no Docker. The
+//! job's command runs as a local process, runs are kept in SQLite, alerts are
+//! printed (and posted to Slack when configured), and the real `run-job`
+//! state machine runs in the embedded engine with the real handlers.
+
+pub mod notify;
+pub mod plane;
+pub mod sqlite;
+pub mod tasks;
+
+pub use notify::ConsoleNotifier;
+pub use plane::{LocalClock, LocalPlane, PlaneConfig};
+pub use sqlite::SqliteRunStore;
+pub use tasks::{ProcessSettings, ProcessTaskRunner, SimOutcome, SimulatedTaskRunner};

@@ -1,0 +1,309 @@
+//! [`RunStore`] in an embedded SQLite database, with the same conditional
+//! semantics as the DynamoDB store (checked by the same contract suite):
+//! each change is one transaction that reads the status, checks the
+//! transition and writes.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
+use stevedore_domain::ports::RunStore;
+use stevedore_domain::run::{
+    ChangeOutcome, CreateOutcome, RunChange, RunQuery, RunRecord, SlotGrant,
+};
+use stevedore_domain::task::format_time;
+use stevedore_domain::{Error, Result, RunStatus};
+use time::OffsetDateTime;
+
+pub struct SqliteRunStore {
+    conn: Mutex<Connection>,
+}
+
+fn db_err(e: impl std::fmt::Display) -> Error {
+    Error::transient(format!("local run store: {e}"))
+}
+
+fn decode(json: &str) -> Result<RunRecord> {
+    serde_json::from_str(json)
+        .map_err(|e| Error::invalid_input(format!("a stored run cannot be read: {e}")))
+}
+
+fn encode(run: &RunRecord) -> Result<String> {
+    serde_json::to_string(run)
+        .map_err(|e| Error::invalid_input(format!("a run cannot be stored: {e}")))
+}
+
+impl SqliteRunStore {
+    /// Opens (or creates) the database file.
+    pub fn open(path: &Path) -> Result<SqliteRunStore> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::configuration(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| Error::configuration(format!("cannot open {}: {e}", path.display())))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests, benchmarks).
+    pub fn in_memory() -> Result<SqliteRunStore> {
+        Self::init(Connection::open_in_memory().map_err(db_err)?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteRunStore> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE IF NOT EXISTS runs (
+               run_id TEXT PRIMARY KEY,
+               job TEXT NOT NULL,
+               execution_id TEXT NOT NULL,
+               attempt INTEGER NOT NULL,
+               status TEXT NOT NULL,
+               created_at TEXT NOT NULL,
+               record TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job, created_at DESC);
+             CREATE INDEX IF NOT EXISTS runs_by_execution ON runs (execution_id, attempt);
+             CREATE TABLE IF NOT EXISTS slots (
+               job TEXT NOT NULL,
+               slot INTEGER NOT NULL,
+               holder TEXT NOT NULL,
+               lease_until INTEGER NOT NULL,
+               PRIMARY KEY (job, slot));
+             CREATE TABLE IF NOT EXISTS executions (
+               execution_id TEXT PRIMARY KEY,
+               history TEXT NOT NULL);",
+        )
+        .map_err(db_err)?;
+        Ok(SqliteRunStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs of every job, newest first (the CLI's `runs list` without `--job`).
+    pub fn list_all(&self, status: Option<RunStatus>, limit: u32) -> Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT record FROM runs WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, run_id DESC LIMIT ?2")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![status.map(|s| s.as_str()), limit], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(db_err)?;
+        rows.map(|r| decode(&r.map_err(db_err)?)).collect()
+    }
+
+    /// Keeps an execution's history (for `runs show`).
+    pub fn save_history(&self, execution_id: &str, history: &Value) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO executions (execution_id, history) VALUES (?1, ?2)
+                 ON CONFLICT(execution_id) DO UPDATE SET history = excluded.history",
+                params![execution_id, history.to_string()],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn history(&self, execution_id: &str) -> Result<Option<Value>> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT history FROM executions WHERE execution_id = ?1",
+                params![execution_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+}
+
+#[async_trait]
+impl RunStore for SqliteRunStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<CreateOutcome> {
+        let conn = self.conn();
+        let inserted = conn
+            .execute(
+                "INSERT OR IGNORE INTO runs (run_id, job, execution_id, attempt, status, created_at, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    run.run_id,
+                    run.job,
+                    run.execution.id,
+                    run.attempt,
+                    run.status.as_str(),
+                    format!("{}#{}", format_time(run.created_at), run.run_id),
+                    encode(run)?
+                ],
+            )
+            .map_err(db_err)?;
+        if inserted == 1 {
+            return Ok(CreateOutcome::Created);
+        }
+        let json: String = conn
+            .query_row(
+                "SELECT record FROM runs WHERE run_id = ?1",
+                params![run.run_id],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        Ok(CreateOutcome::Exists(decode(&json)?))
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let json: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM runs WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        json.map(|j| decode(&j)).transpose()
+    }
+
+    async fn change_run(&self, run_id: &str, change: &RunChange) -> Result<ChangeOutcome> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let json: Option<String> = tx
+            .query_row(
+                "SELECT record FROM runs WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let Some(json) = json else {
+            return Ok(ChangeOutcome::NotFound);
+        };
+        let mut run = decode(&json)?;
+        let to = change.status();
+        if !to.allowed_from().contains(&run.status) {
+            return Ok(if run.status == to {
+                ChangeOutcome::Replayed(run)
+            } else {
+                ChangeOutcome::Rejected(run)
+            });
+        }
+        change.apply_to(&mut run);
+        tx.execute(
+            "UPDATE runs SET status = ?2, record = ?3 WHERE run_id = ?1",
+            params![run_id, run.status.as_str(), encode(&run)?],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(ChangeOutcome::Applied(run))
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT record FROM runs WHERE job = ?1 AND (?2 IS NULL OR status = ?2)
+                 ORDER BY created_at DESC LIMIT ?3",
+            )
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(
+                params![query.job, query.status.map(|s| s.as_str()), query.limit],
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(db_err)?;
+        rows.map(|r| decode(&r.map_err(db_err)?)).collect()
+    }
+
+    async fn runs_of_execution(&self, execution_id: &str) -> Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT record FROM runs WHERE execution_id = ?1 ORDER BY attempt")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![execution_id], |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
+        rows.map(|r| decode(&r.map_err(db_err)?)).collect()
+    }
+
+    async fn acquire_slot(
+        &self,
+        job: &str,
+        holder: &str,
+        max: u32,
+        lease_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<SlotGrant> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let mine: Option<u32> = tx
+            .query_row(
+                "SELECT slot FROM slots WHERE job = ?1 AND holder = ?2",
+                params![job, holder],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let lease = lease_until.unix_timestamp();
+        if let Some(slot) = mine {
+            tx.execute(
+                "UPDATE slots SET lease_until = ?3 WHERE job = ?1 AND slot = ?2",
+                params![job, slot, lease],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            return Ok(SlotGrant::Granted { slot });
+        }
+        for slot in 0..max {
+            let taken: Option<i64> = tx
+                .query_row(
+                    "SELECT lease_until FROM slots WHERE job = ?1 AND slot = ?2",
+                    params![job, slot],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if taken.is_none_or(|until| until < now.unix_timestamp()) {
+                tx.execute(
+                    "INSERT INTO slots (job, slot, holder, lease_until) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(job, slot) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until",
+                    params![job, slot, holder, lease],
+                )
+                .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+                return Ok(SlotGrant::Granted { slot });
+            }
+        }
+        let mut stmt = tx
+            .prepare("SELECT holder FROM slots WHERE job = ?1 ORDER BY slot")
+            .map_err(db_err)?;
+        let holders = stmt
+            .query_map(params![job], |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(db_err)?;
+        Ok(SlotGrant::Busy { holders })
+    }
+
+    async fn release_slot(&self, job: &str, holder: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "DELETE FROM slots WHERE job = ?1 AND holder = ?2",
+                params![job, holder],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
