@@ -265,6 +265,9 @@ impl TaskRunner for ProcessTaskRunner {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
+            // Its own process group, so a stop reaches every process of the
+            // job, as stopping a container does.
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| {
             // What ECS reports when the entry point cannot start.
@@ -314,7 +317,7 @@ impl TaskRunner for ProcessTaskRunner {
         let run_id = launch.run_id.clone();
         let table = self.table.clone();
         let pids = self.pids.clone();
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             while let Some(line) = rx.recv().await {
                 let _ = log.write_all(line.as_bytes()).await;
                 let _ = log.write_all(b"\n").await;
@@ -323,8 +326,13 @@ impl TaskRunner for ProcessTaskRunner {
                 }
             }
             let _ = log.flush().await;
+        });
+        tokio::spawn(async move {
             let status = child.wait().await;
             pids.lock().unwrap_or_else(|p| p.into_inner()).remove(&arn);
+            // Let the output drain; a leftover process holding the pipes
+            // must not hold up the report.
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
             let (code, reason) = match status {
                 Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
                     (Some(c), _) => (Some(c), "Essential container in task exited".to_string()),
@@ -382,11 +390,13 @@ impl TaskRunner for ProcessTaskRunner {
     }
 }
 
+/// Signals the job's whole process group (it leads its own group).
 fn signal(pid: u32, sig: i32) {
     if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY: kill(2) with a pid we spawned and still track; no memory is involved.
+        // SAFETY: kill(2) on the process group of a child we spawned and
+        // still track; no memory is involved.
         unsafe {
-            libc::kill(pid, sig);
+            libc::kill(-pid, sig);
         }
     }
 }
