@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use stevedore_domain::alert::Alert;
 use stevedore_domain::memory::MemoryRunStore;
 use stevedore_domain::ports::{Clock, Notifier, RunStore, TaskRunner};
-use stevedore_domain::run::{ChangeOutcome, CreateOutcome, RunChange, RunQuery, RunRecord, SlotGrant};
+use stevedore_domain::run::{
+    ChangeOutcome, CreateOutcome, RunChange, RunQuery, RunRecord, SlotGrant,
+};
 use stevedore_domain::task::TaskLookup;
 use stevedore_domain::Result;
 use stevedore_engine::{Definition, Engine, ExecutionOutcome, Failure, Resources, TaskCall};
@@ -61,7 +63,8 @@ impl Default for Assumptions {
 impl Counts {
     /// US dollars per 1,000 runs.
     pub fn price_per_1000(&self, a: Assumptions) -> f64 {
-        let gb_s = self.lambda_invocations as f64 * a.lambda_ms / 1000.0 * a.lambda_memory_mb / 1024.0;
+        let gb_s =
+            self.lambda_invocations as f64 * a.lambda_ms / 1000.0 * a.lambda_memory_mb / 1024.0;
         1000.0
             * (self.transitions as f64 * SFN_PER_TRANSITION
                 + self.lambda_invocations as f64 * LAMBDA_PER_REQUEST
@@ -122,7 +125,9 @@ impl RunStore for CountingStore {
     async fn change_run(&self, run_id: &str, change: &RunChange) -> Result<ChangeOutcome> {
         let out = self.inner.change_run(run_id, change).await?;
         let bytes = match &out {
-            ChangeOutcome::Applied(r) | ChangeOutcome::Replayed(r) | ChangeOutcome::Rejected(r) => size(r),
+            ChangeOutcome::Applied(r) | ChangeOutcome::Replayed(r) | ChangeOutcome::Rejected(r) => {
+                size(r)
+            }
             ChangeOutcome::NotFound => 100,
         };
         self.write(bytes);
@@ -138,11 +143,20 @@ impl RunStore for CountingStore {
         self.read(r.iter().map(size).sum());
         Ok(r)
     }
-    async fn acquire_slot(&self, job: &str, holder: &str, max: u32, lease_until: OffsetDateTime, now: OffsetDateTime) -> Result<SlotGrant> {
+    async fn acquire_slot(
+        &self,
+        job: &str,
+        holder: &str,
+        max: u32,
+        lease_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<SlotGrant> {
         // The adapter queries the job's slots, then writes one.
         self.read(200);
         self.write(200);
-        self.inner.acquire_slot(job, holder, max, lease_until, now).await
+        self.inner
+            .acquire_slot(job, holder, max, lease_until, now)
+            .await
     }
     async fn release_slot(&self, job: &str, holder: &str) -> Result<()> {
         self.read(200);
@@ -162,13 +176,21 @@ impl Notifier for CountingNotifier {
 }
 
 fn count_transitions(out: &ExecutionOutcome) -> u64 {
-    out.history.iter().filter(|e| e.kind.ends_with("StateEntered")).count() as u64
+    out.history
+        .iter()
+        .filter(|e| e.kind.ends_with("StateEntered"))
+        .count() as u64
 }
 
 fn count_lambda(out: &ExecutionOutcome) -> u64 {
     out.history
         .iter()
-        .filter(|e| e.kind == "TaskScheduled" && e.details["resource"].as_str().is_some_and(|r| r.starts_with("arn:aws:states:::lambda:invoke")))
+        .filter(|e| {
+            e.kind == "TaskScheduled"
+                && e.details["resource"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("arn:aws:states:::lambda:invoke"))
+        })
         .count() as u64
 }
 
@@ -179,10 +201,20 @@ fn spec() -> Value {
 /// Stevedore's run-job, for a job that runs `job` and exits `exit_code`.
 pub async fn stevedore_run(job: Duration, exit_code: i32) -> (Counts, ExecutionOutcome) {
     let clock = Arc::new(LocalClock::new(OffsetDateTime::now_utc()));
-    let runner = Arc::new(SimulatedTaskRunner::new(clock.clone(), Arc::new(move |_| SimOutcome::exits(job, exit_code))));
+    let runner = Arc::new(SimulatedTaskRunner::new(
+        clock.clone(),
+        Arc::new(move |_| SimOutcome::exits(job, exit_code)),
+    ));
     let store = Arc::new(CountingStore::default());
     let notifier = Arc::new(CountingNotifier::default());
-    let plane = LocalPlane::new(store.clone(), runner, notifier.clone(), clock, PlaneConfig::default()).expect("plane");
+    let plane = LocalPlane::new(
+        store.clone(),
+        runner,
+        notifier.clone(),
+        clock,
+        PlaneConfig::default(),
+    )
+    .expect("plane");
     let out = plane.run_job(spec(), "bench").await;
     let counts = Counts {
         transitions: count_transitions(&out),
@@ -206,12 +238,20 @@ struct PollLoop {
 #[async_trait]
 impl Resources for PollLoop {
     async fn call(&self, call: TaskCall) -> std::result::Result<Value, Failure> {
-        let f = call.parameters["FunctionName"].as_str().unwrap_or_default().to_string();
+        let f = call.parameters["FunctionName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let fail = |e: stevedore_domain::Error| Failure::new(e.class.as_str(), e.message);
         match f.as_str() {
             "launch" => {
-                let spec = stevedore_domain::JobSpec::from_value(&spec()).map_err(|e| Failure::new("InvalidJobSpec", e.to_string()))?;
-                let exec = stevedore_domain::run::ExecutionRef { id: "arn:poll".into(), name: "poll".into(), start_time: self.clock.now() };
+                let spec = stevedore_domain::JobSpec::from_value(&spec())
+                    .map_err(|e| Failure::new("InvalidJobSpec", e.to_string()))?;
+                let exec = stevedore_domain::run::ExecutionRef {
+                    id: "arn:poll".into(),
+                    name: "poll".into(),
+                    start_time: self.clock.now(),
+                };
                 let run = stevedore_local_run(&spec, &exec, self.clock.now());
                 self.store.create_run(&run).await.map_err(fail)?;
                 let launched = self
@@ -230,7 +270,10 @@ impl Resources for PollLoop {
                 Ok(json!({"Payload": {"taskArn": launched.task_arn}}))
             }
             "poll" => {
-                let arn = call.parameters["Payload"]["taskArn"].as_str().unwrap_or_default().to_string();
+                let arn = call.parameters["Payload"]["taskArn"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let found = self.tasks.describe_tasks(&[arn]).await.map_err(fail)?;
                 let stopped = matches!(found.first(), Some(TaskLookup::Found(t)) if t.is_stopped());
                 Ok(json!({"Payload": {"stopped": stopped}}))
@@ -246,7 +289,11 @@ impl Resources for PollLoop {
     }
 }
 
-fn stevedore_local_run(spec: &stevedore_domain::JobSpec, exec: &stevedore_domain::run::ExecutionRef, now: OffsetDateTime) -> RunRecord {
+fn stevedore_local_run(
+    spec: &stevedore_domain::JobSpec,
+    exec: &stevedore_domain::run::ExecutionRef,
+    now: OffsetDateTime,
+) -> RunRecord {
     RunRecord {
         run_id: stevedore_domain::run::run_id(&spec.job, exec, 1),
         job: spec.job.clone(),
@@ -272,11 +319,21 @@ fn stevedore_local_run(spec: &stevedore_domain::JobSpec, exec: &stevedore_domain
 /// The classic Wait 30 s → poll → Choice loop.
 pub async fn poll_loop_run(job: Duration) -> Counts {
     let clock = Arc::new(LocalClock::new(OffsetDateTime::now_utc()));
-    let tasks = Arc::new(SimulatedTaskRunner::new(clock.clone(), Arc::new(move |_| SimOutcome::exits(job, 0))));
+    let tasks = Arc::new(SimulatedTaskRunner::new(
+        clock.clone(),
+        Arc::new(move |_| SimOutcome::exits(job, 0)),
+    ));
     let store = Arc::new(CountingStore::default());
-    let res = Arc::new(PollLoop { tasks, store: store.clone(), clock: clock.clone() });
+    let res = Arc::new(PollLoop {
+        tasks,
+        store: store.clone(),
+        clock: clock.clone(),
+    });
     let def = Definition::parse(POLL_LOOP_ASL).expect("poll-loop definition");
-    let out = Engine::new(res).starting_at(clock.start()).execute(&def, "poll-loop", "bench", json!({})).await;
+    let out = Engine::new(res)
+        .starting_at(clock.start())
+        .execute(&def, "poll-loop", "bench", json!({}))
+        .await;
     Counts {
         transitions: count_transitions(&out),
         lambda_invocations: count_lambda(&out),
@@ -294,7 +351,8 @@ struct RunTaskSync {
 #[async_trait]
 impl Resources for RunTaskSync {
     async fn call(&self, _call: TaskCall) -> std::result::Result<Value, Failure> {
-        let spec = stevedore_domain::JobSpec::from_value(&spec()).map_err(|e| Failure::new("InvalidJobSpec", e.to_string()))?;
+        let spec = stevedore_domain::JobSpec::from_value(&spec())
+            .map_err(|e| Failure::new("InvalidJobSpec", e.to_string()))?;
         let launched = self
             .tasks
             .run_task(&stevedore_domain::ports::Launch {
@@ -309,7 +367,11 @@ impl Resources for RunTaskSync {
             .await
             .map_err(|e| Failure::new(e.class.as_str(), e.message))?;
         loop {
-            let found = self.tasks.describe_tasks(std::slice::from_ref(&launched.task_arn)).await.map_err(|e| Failure::new(e.class.as_str(), e.message))?;
+            let found = self
+                .tasks
+                .describe_tasks(std::slice::from_ref(&launched.task_arn))
+                .await
+                .map_err(|e| Failure::new(e.class.as_str(), e.message))?;
             if matches!(found.first(), Some(TaskLookup::Found(t)) if t.is_stopped()) {
                 return Ok(json!({"TaskArn": launched.task_arn}));
             }
@@ -320,9 +382,15 @@ impl Resources for RunTaskSync {
 
 pub async fn run_task_sync_run(job: Duration) -> Counts {
     let clock = Arc::new(LocalClock::new(OffsetDateTime::now_utc()));
-    let tasks = Arc::new(SimulatedTaskRunner::new(clock.clone(), Arc::new(move |_| SimOutcome::exits(job, 0))));
+    let tasks = Arc::new(SimulatedTaskRunner::new(
+        clock.clone(),
+        Arc::new(move |_| SimOutcome::exits(job, 0)),
+    ));
     let def = Definition::parse(RUN_TASK_SYNC_ASL).expect("runTask.sync definition");
-    let out = Engine::new(Arc::new(RunTaskSync { tasks })).starting_at(clock.start()).execute(&def, "sync", "bench", json!({"taskDefinition": "etl"})).await;
+    let out = Engine::new(Arc::new(RunTaskSync { tasks }))
+        .starting_at(clock.start())
+        .execute(&def, "sync", "bench", json!({"taskDefinition": "etl"}))
+        .await;
     Counts {
         transitions: count_transitions(&out),
         ..Default::default()
@@ -349,10 +417,20 @@ mod tests {
         let six_hours = virtual_time(stevedore_run(Duration::from_secs(6 * 3600 - 10), 0)).0;
         let poll = virtual_time(poll_loop_run(Duration::from_secs(590)));
         let a = Assumptions::default();
-        assert!(ten_min.price_per_1000(a) < poll.price_per_1000(a), "{ten_min:?} vs {poll:?}");
+        assert!(
+            ten_min.price_per_1000(a) < poll.price_per_1000(a),
+            "{ten_min:?} vs {poll:?}"
+        );
         // Only the safety poll grows with duration: one wait per check interval.
         assert!(six_hours.transitions <= ten_min.transitions + 72);
-        assert_eq!(poll.transitions, 2 + 3 * 20, "launch, record, and 3 per 30 s poll for a job of just under 10 minutes");
-        assert_eq!(virtual_time(run_task_sync_run(Duration::from_secs(600))).transitions, 1);
+        assert_eq!(
+            poll.transitions,
+            2 + 3 * 20,
+            "launch, record, and 3 per 30 s poll for a job of just under 10 minutes"
+        );
+        assert_eq!(
+            virtual_time(run_task_sync_run(Duration::from_secs(600))).transitions,
+            1
+        );
     }
 }

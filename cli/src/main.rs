@@ -85,7 +85,7 @@ struct RunArgs {
     #[arg(long)]
     secrets: Option<PathBuf>,
     /// Seconds between safety polls when no task event arrives.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 900)]
     check_interval: u64,
     /// Seconds between SIGTERM and SIGKILL when a task is stopped.
     #[arg(long, default_value_t = 30)]

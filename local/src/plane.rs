@@ -231,7 +231,7 @@ pub struct PlaneConfig {
 impl Default for PlaneConfig {
     fn default() -> Self {
         PlaneConfig {
-            check_interval_seconds: 300,
+            check_interval_seconds: 900,
             retention_days: 400,
             start: OffsetDateTime::now_utc(),
             observer: None,

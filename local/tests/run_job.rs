@@ -101,9 +101,7 @@ async fn a_job_that_exits_0_succeeds_and_is_recorded() {
     assert_eq!(
         states,
         vec![
-            "Start attempt 1",
             "Launch task",
-            "Launched or skipped?",
             "Wait for task",
             "Record run",
             "Retry or finish?",
@@ -270,8 +268,8 @@ async fn a_lost_task_event_is_caught_by_the_safety_poll() {
     assert_eq!(out.status, Status::Succeeded);
     let elapsed = start.elapsed().as_secs();
     assert!(
-        (600..=605).contains(&elapsed),
-        "found by the second 300 s check: {elapsed}"
+        (900..=905).contains(&elapsed),
+        "found by the first 900 s check: {elapsed}"
     );
     assert_eq!(runs(&w).await[0].status, RunStatus::Succeeded);
 }
@@ -288,6 +286,27 @@ async fn a_six_hour_job_costs_a_constant_number_of_transitions() {
         .await;
     assert_eq!(out.status, Status::Succeeded);
     assert!(real.elapsed() < Duration::from_secs(5), "virtual time");
-    // Seven states, plus one re-entry of the wait per elapsed check interval.
-    assert_eq!(transitions(&out), 7 + (6 * 3600 - 10) / 300);
+    // Five states, plus one re-entry of the wait per elapsed check interval.
+    assert_eq!(transitions(&out), 5 + (6 * 3600 - 10) / 900);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_run_of_a_busy_job_is_skipped_and_its_execution_succeeds() {
+    let w = world(Arc::new(|_| SimOutcome::exits(Duration::from_secs(600), 0)));
+    let (first, second) = tokio::join!(w.plane.run_job(spec(json!({})), "first"), async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        w.plane.run_job(spec(json!({})), "second").await
+    });
+    assert_eq!(
+        (first.status, second.status),
+        (Status::Succeeded, Status::Succeeded)
+    );
+    assert!(second
+        .history
+        .iter()
+        .any(|e| e.state.as_deref() == Some("Skipped: job already running")));
+    let mut statuses: Vec<RunStatus> = runs(&w).await.iter().map(|r| r.status).collect();
+    statuses.sort_by_key(|s| s.as_str());
+    assert_eq!(statuses, vec![RunStatus::Skipped, RunStatus::Succeeded]);
+    assert_eq!(w.runner.launches().len(), 1, "no task for the skipped run");
 }

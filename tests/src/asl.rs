@@ -219,30 +219,14 @@ pub fn check(text: &str, substitutions: &BTreeSet<String>, samples: &Samples) ->
         if let (Some(path), Some(selector)) =
             (state["ResultPath"].as_str(), state.get("ResultSelector"))
         {
-            let outputs = samples.get(&function);
-            for (field, source) in selector.as_object().into_iter().flatten() {
-                let Some(source) = source.as_str() else {
-                    continue;
-                };
-                let Some(payload_field) = source.strip_prefix("$.Payload.") else {
-                    continue;
-                };
-                match outputs {
-                    None => problems.push(format!(
-                        "no sample outputs of {function} to check `{name}` against"
-                    )),
-                    Some(outs) => {
-                        for out in outs {
-                            if lookup(out, payload_field).is_none() {
-                                problems.push(format!(
-                                    "state `{name}` selects `{source}` ({field}), but {function} output has no `{payload_field}`: {out}"
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-            produced.insert(path.to_string(), (function.clone(), selector.clone()));
+            check_selector(
+                &mut problems,
+                name,
+                &function,
+                selector,
+                samples.get(&function),
+            );
+            register(&mut produced, path, &function, selector);
         }
     }
 
@@ -312,6 +296,65 @@ pub fn check(text: &str, substitutions: &BTreeSet<String>, samples: &Samples) ->
         }
     }
     problems
+}
+
+/// Every `$.Payload.x` a selector (and its nested objects) reads must be in
+/// every sample output of the function.
+fn check_selector(
+    problems: &mut Vec<String>,
+    name: &str,
+    function: &str,
+    selector: &Value,
+    outputs: Option<&Vec<Value>>,
+) {
+    for (field, source) in selector.as_object().into_iter().flatten() {
+        if source.is_object() {
+            check_selector(problems, name, function, source, outputs);
+            continue;
+        }
+        let Some(source) = source.as_str() else {
+            continue;
+        };
+        let Some(payload_field) = source.strip_prefix("$.Payload.") else {
+            continue;
+        };
+        match outputs {
+            None => problems.push(format!(
+                "no sample outputs of {function} to check `{name}` against"
+            )),
+            Some(outs) => {
+                for out in outs {
+                    if lookup(out, payload_field).is_none() {
+                        problems.push(format!(
+                            "state `{name}` selects `{source}` ({field}), but {function} output has no `{payload_field}`: {out}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records which state path each selector (and nested object) fills.
+fn register(
+    produced: &mut BTreeMap<String, (String, Value)>,
+    path: &str,
+    function: &str,
+    selector: &Value,
+) {
+    if path != "$" {
+        produced.insert(path.to_string(), (function.to_string(), selector.clone()));
+    }
+    for (key, v) in selector.as_object().into_iter().flatten() {
+        if v.is_object() {
+            let nested = if path == "$" {
+                format!("$.{key}")
+            } else {
+                format!("{path}.{key}")
+            };
+            register(produced, &nested, function, v);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

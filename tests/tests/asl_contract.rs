@@ -142,9 +142,20 @@ async fn samples() -> Samples {
 
     // Skipped: the slot is taken.
     let state = json!({"spec": spec("spot", json!({})), "execution": exec("other"), "attempt": 1});
-    launches.push(
-        serde_json::to_value(launch_run::function_handler(&launch, state).await.unwrap()).unwrap(),
+    let skipped = launch_run::function_handler(&launch, state).await.unwrap();
+    assert_eq!(skipped.status, launch_run::LaunchStatus::Skipped);
+    // The wait completes at once and the record says SKIPPED.
+    let mut st = json!({"launch": {"runId": skipped.run_id}});
+    st["launch"]["runId"] = json!(skipped.run_id);
+    records.push(
+        serde_json::to_value(
+            record_run::function_handler(&record, json!({"input": st, "execution": exec("other")}))
+                .await
+                .unwrap(),
+        )
+        .unwrap(),
     );
+    launches.push(serde_json::to_value(skipped).unwrap());
 
     // A launch that failed (capacity) and one that never validated.
     tasks.fail_next_launch(Error::new(FailureClass::CapacityUnavailable, "no capacity"));
@@ -200,14 +211,20 @@ async fn the_run_job_state_machine_keeps_its_contract_with_the_handlers() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+fn definition() -> Value {
+    serde_json::from_str(&repo("statemachines/run-job.asl.json")).unwrap()
+}
+
+async fn problems_of(def: &Value) -> Vec<String> {
+    check(&def.to_string(), &template_subs(), &samples().await)
+}
+
 #[tokio::test]
 async fn an_error_name_rust_does_not_know_fails_the_check() {
-    let text = repo("statemachines/run-job.asl.json").replacen(
-        "\"Throttled\", \"Transient\"",
-        "\"Throttled\", \"Transient\", \"Gremlins\"",
-        1,
-    );
-    let problems = check(&text, &template_subs(), &samples().await);
+    let mut def = definition();
+    def["States"]["Record run"]["Retry"][1]["ErrorEquals"] =
+        json!(["Throttled", "Transient", "Gremlins"]);
+    let problems = problems_of(&def).await;
     assert!(
         problems.iter().any(|p| p.contains("`Gremlins`")),
         "{problems:#?}"
@@ -216,12 +233,9 @@ async fn an_error_name_rust_does_not_know_fails_the_check() {
 
 #[tokio::test]
 async fn a_broken_next_or_placeholder_fails_the_check() {
-    let text = repo("statemachines/run-job.asl.json").replacen(
-        "\"Next\": \"Record run\"",
-        "\"Next\": \"Record teh run\"",
-        1,
-    );
-    let problems = check(&text, &template_subs(), &samples().await);
+    let mut def = definition();
+    def["States"]["Wait for task"]["Next"] = json!("Record teh run");
+    let problems = problems_of(&def).await;
     assert!(
         problems
             .iter()
@@ -240,37 +254,51 @@ async fn a_broken_next_or_placeholder_fails_the_check() {
 
 #[tokio::test]
 async fn a_choice_on_a_field_or_value_rust_does_not_produce_fails_the_check() {
-    let samples = samples().await;
-    let text = repo("statemachines/run-job.asl.json").replacen(
-        "\"StringEquals\": \"SUCCEEDED\"",
-        "\"StringEquals\": \"SUCCESS\"",
-        1,
-    );
-    let problems = check(&text, &template_subs(), &samples);
+    let choices = |def: &Value| {
+        def["States"]["Retry or finish?"]["Choices"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let mut def = definition();
+    let mut c = choices(&def);
+    let i = c
+        .iter()
+        .position(|r| r["StringEquals"] == json!("SUCCEEDED"))
+        .unwrap();
+    c[i]["StringEquals"] = json!("SUCCESS");
+    def["States"]["Retry or finish?"]["Choices"] = Value::Array(c);
+    let problems = problems_of(&def).await;
     assert!(
         problems.iter().any(|p| p.contains("\"SUCCESS\"")),
         "{problems:#?}"
     );
 
-    let text = repo("statemachines/run-job.asl.json").replacen(
+    let text = repo("statemachines/run-job.asl.json").replace(
         "\"retry.$\": \"$.Payload.retry\"",
         "\"retry.$\": \"$.Payload.retrying\"",
-        2,
     );
-    let problems = check(&text, &template_subs(), &samples);
+    let problems = check(&text, &template_subs(), &samples().await);
     assert!(
         problems.iter().any(|p| p.contains("`retrying`")),
         "{problems:#?}"
     );
 
-    let text = repo("statemachines/run-job.asl.json").replacen(
-        "\"BooleanEquals\": true,\n          \"Next\": \"Wait before next attempt\"",
-        "\"StringEquals\": \"true\",\n          \"Next\": \"Wait before next attempt\"",
-        1,
-    );
-    let problems = check(&text, &template_subs(), &samples);
+    let mut def = definition();
+    let mut c = choices(&def);
+    c[0] = json!({"Variable": "$.record.retry", "StringEquals": "true", "Next": "Wait before next attempt"});
+    def["States"]["Retry or finish?"]["Choices"] = Value::Array(c);
+    let problems = problems_of(&def).await;
     assert!(
         problems.iter().any(|p| p.contains("$.record.retry")),
+        "{problems:#?}"
+    );
+
+    let mut def = definition();
+    def["States"]["Wait for task"]["TimeoutSecondsPath"] = json!("$.launch.checkEvery");
+    let problems = problems_of(&def).await;
+    assert!(
+        problems.iter().any(|p| p.contains("$.launch.checkEvery")),
         "{problems:#?}"
     );
 }

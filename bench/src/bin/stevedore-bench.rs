@@ -14,11 +14,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use stevedore_bench::{poll_loop_run, run_task_sync_run, stevedore_run, virtual_time, Assumptions, Counts};
-use stevedore_domain::memory::{FakeTaskRunner, ManualClock, MemoryRunStore, RecordingNotifier, RecordingTaskTokens};
+use stevedore_bench::{
+    poll_loop_run, run_task_sync_run, stevedore_run, virtual_time, Assumptions, Counts,
+};
+use stevedore_domain::memory::{
+    FakeTaskRunner, ManualClock, MemoryRunStore, RecordingNotifier, RecordingTaskTokens,
+};
 use stevedore_domain::ports::{NoLogs, RunStore};
 use stevedore_domain::task::{ContainerState, TaskDescription};
-use stevedore_local::{ConsoleNotifier, LocalClock, LocalPlane, PlaneConfig, ProcessSettings, ProcessTaskRunner, SqliteRunStore};
+use stevedore_local::{
+    ConsoleNotifier, LocalClock, LocalPlane, PlaneConfig, ProcessSettings, ProcessTaskRunner,
+    SqliteRunStore,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn main() {
@@ -44,32 +51,56 @@ fn main() {
 }
 
 fn real_time<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime").block_on(f)
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
 }
 
 fn stats(mut xs: Vec<f64>) -> (f64, f64, f64) {
     xs.sort_by(|a, b| a.total_cmp(b));
-    let median = if xs.is_empty() { f64::NAN } else { xs[xs.len() / 2] };
-    (median, xs.first().copied().unwrap_or(f64::NAN), xs.last().copied().unwrap_or(f64::NAN))
+    let median = if xs.is_empty() {
+        f64::NAN
+    } else {
+        xs[xs.len() / 2]
+    };
+    (
+        median,
+        xs.first().copied().unwrap_or(f64::NAN),
+        xs.last().copied().unwrap_or(f64::NAN),
+    )
 }
 
 fn cost() {
     let a = Assumptions::default();
     println!("| job duration | design | state transitions | Lambda invocations | DynamoDB RRU / WRU | $ per 1,000 runs |");
     println!("|---|---|---:|---:|---:|---:|");
-    for (label, secs) in [("2 min", 120u64), ("10 min", 600), ("1 h", 3600), ("6 h", 6 * 3600)] {
+    for (label, secs) in [
+        ("2 min", 120u64),
+        ("10 min", 600),
+        ("1 h", 3600),
+        ("6 h", 6 * 3600),
+    ] {
         // Just under the duration, so a check falling on the exit instant is not double counted.
         let d = Duration::from_secs(secs - 10);
         let ours = virtual_time(stevedore_run(d, 0)).0;
         let poll = virtual_time(poll_loop_run(d));
         let sync = virtual_time(run_task_sync_run(d));
-        for (name, c) in [("Stevedore (event + 300 s safety poll)", ours), ("Wait 30 s → poll → Choice", poll), ("ecs:runTask.sync (no record, no alert)", sync)] {
+        for (name, c) in [
+            ("Stevedore (event + 300 s safety poll)", ours),
+            ("Wait 30 s → poll → Choice", poll),
+            ("ecs:runTask.sync (no record, no alert)", sync),
+        ] {
             row(label, name, c, a);
         }
     }
     let failed = virtual_time(stevedore_run(Duration::from_secs(590), 3)).0;
     row("10 min, exit 3", "Stevedore (records, alerts)", failed, a);
-    println!("\nAssumed: each Lambda invocation bills {} ms at {} MB (arm64).", a.lambda_ms, a.lambda_memory_mb);
+    println!(
+        "\nAssumed: each Lambda invocation bills {} ms at {} MB (arm64).",
+        a.lambda_ms, a.lambda_memory_mb
+    );
 }
 
 fn row(label: &str, name: &str, c: Counts, a: Assumptions) {
@@ -85,7 +116,10 @@ fn row(label: &str, name: &str, c: Counts, a: Assumptions) {
 
 /// CPU time of this process (all threads), in seconds.
 fn cpu_seconds() -> f64 {
-    let mut ts = libc_timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc_timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe {
         clock_gettime(2 /* CLOCK_PROCESS_CPUTIME_ID */, &mut ts);
@@ -104,7 +138,10 @@ extern "C" {
 }
 
 fn handlers(iterations: u64) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let start = time::OffsetDateTime::now_utc();
         let tasks = Arc::new(FakeTaskRunner::default());
@@ -163,16 +200,36 @@ fn handlers(iterations: u64) {
     });
 }
 
-fn plane(home: &std::path::Path, runs: usize) -> (LocalPlane, Arc<SqliteRunStore>, Arc<ConsoleNotifier>, Arc<LocalClock>) {
+fn plane(
+    home: &std::path::Path,
+    runs: usize,
+) -> (
+    LocalPlane,
+    Arc<SqliteRunStore>,
+    Arc<ConsoleNotifier>,
+    Arc<LocalClock>,
+) {
     let clock = Arc::new(LocalClock::new(time::OffsetDateTime::now_utc()));
     let store = Arc::new(SqliteRunStore::open(&home.join("runs.db")).expect("db"));
     let runner = Arc::new(ProcessTaskRunner::new(
         clock.clone(),
-        ProcessSettings { log_dir: home.join("logs"), secrets: BTreeMap::new(), stop_grace: Duration::from_secs(5), echo: None },
+        ProcessSettings {
+            log_dir: home.join("logs"),
+            secrets: BTreeMap::new(),
+            stop_grace: Duration::from_secs(5),
+            echo: None,
+        },
     ));
     let notifier = Arc::new(ConsoleNotifier::new(Arc::new(|_: &str| {}), None));
     let _ = runs;
-    let plane = LocalPlane::new(store.clone(), runner, notifier.clone(), clock.clone(), PlaneConfig::default()).expect("plane");
+    let plane = LocalPlane::new(
+        store.clone(),
+        runner,
+        notifier.clone(),
+        clock.clone(),
+        PlaneConfig::default(),
+    )
+    .expect("plane");
     (plane, store, notifier, clock)
 }
 
@@ -183,10 +240,23 @@ async fn latency(runs: usize) {
     for i in 0..runs {
         let spec = json!({"job": format!("latency{i}"), "taskDefinition": "t", "container": "app", "command": ["sh", "-c", "exit 3"], "retry": {"maxAttempts": 1}});
         let out = plane.run_job(spec, &format!("latency-{i}")).await;
-        let run = store.runs_of_execution(&out.execution_arn).await.expect("runs").pop().expect("run");
-        let exit = run.task.as_ref().and_then(|t| t.stopped_at).expect("stopped_at");
+        let run = store
+            .runs_of_execution(&out.execution_arn)
+            .await
+            .expect("runs")
+            .pop()
+            .expect("run");
+        let exit = run
+            .task
+            .as_ref()
+            .and_then(|t| t.stopped_at)
+            .expect("stopped_at");
         let at = |state: &str| {
-            out.history.iter().find(|e| e.kind == "TaskSucceeded" && e.state.as_deref() == Some(state)).map(|e| e.timestamp).expect(state)
+            out.history
+                .iter()
+                .find(|e| e.kind == "TaskSucceeded" && e.state.as_deref() == Some(state))
+                .map(|e| e.timestamp)
+                .expect(state)
         };
         recorded.push((at("Record run") - exit).as_seconds_f64() * 1000.0);
         alerted.push((at("Notify failure") - exit).as_seconds_f64() * 1000.0);
@@ -204,7 +274,12 @@ async fn latency(runs: usize) {
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -220,10 +295,16 @@ async fn scale(runs: usize) {
     });
     let outcomes = futures::future::join_all(futures).await;
     let wall = start.elapsed();
-    let succeeded = outcomes.iter().filter(|o| o.status == stevedore_engine::Status::Succeeded).count();
+    let succeeded = outcomes
+        .iter()
+        .filter(|o| o.status == stevedore_engine::Status::Succeeded)
+        .count();
     let mut exactly_once = 0;
     for o in &outcomes {
-        let runs = store.runs_of_execution(&o.execution_arn).await.expect("runs");
+        let runs = store
+            .runs_of_execution(&o.execution_arn)
+            .await
+            .expect("runs");
         if runs.len() == 1 && runs[0].status == stevedore_domain::RunStatus::Succeeded {
             exactly_once += 1;
         }
@@ -231,17 +312,27 @@ async fn scale(runs: usize) {
     let all = store.list_all(None, (runs * 2) as u32).expect("list");
     println!("| concurrent runs | wall time | peak memory (RSS) | executions succeeded | runs recorded exactly once | run records |");
     println!("|---:|---:|---:|---:|---:|---:|");
-    println!("| {runs} | {:.2} s | {:.0} MB | {succeeded} | {exactly_once} | {} |", wall.as_secs_f64(), peak_rss_mb(), all.len());
+    println!(
+        "| {runs} | {:.2} s | {:.0} MB | {succeeded} | {exactly_once} | {} |",
+        wall.as_secs_f64(),
+        peak_rss_mb(),
+        all.len()
+    );
     std::fs::remove_dir_all(home).ok();
 }
 
 /// A minimal Lambda Runtime API: records when the first "next invocation"
 /// request arrives, and whether anything else was asked for first.
 async fn time_to_first_next(mut cmd: tokio::process::Command) -> (f64, Vec<String>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     cmd.env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-        .env("AWS_ENDPOINT_URL", format!("http://{addr}/unexpected-aws-call"))
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://{addr}/unexpected-aws-call"),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
@@ -250,15 +341,23 @@ async fn time_to_first_next(mut cmd: tokio::process::Command) -> (f64, Vec<Strin
     let mut other = Vec::new();
     let elapsed = loop {
         let accepted = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await;
-        let Ok(Ok((mut sock, _))) = accepted else { break f64::NAN };
+        let Ok(Ok((mut sock, _))) = accepted else {
+            break f64::NAN;
+        };
         let mut buf = vec![0u8; 4096];
         let n = sock.read(&mut buf).await.unwrap_or(0);
-        let head = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string();
+        let head = String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
         if head.contains("/runtime/invocation/next") {
             break start.elapsed().as_secs_f64() * 1000.0;
         }
         other.push(head);
-        let _ = sock.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n").await;
+        let _ = sock
+            .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+            .await;
     };
     let _ = child.kill().await;
     (elapsed, other)
@@ -275,7 +374,12 @@ fn coldstart(args: &[String], runs: usize) {
                 i += 2;
             }
             "--python" => {
-                let bin = args.iter().position(|a| a == "--python-bin").and_then(|p| args.get(p + 1)).cloned().unwrap_or_else(|| "python3".into());
+                let bin = args
+                    .iter()
+                    .position(|a| a == "--python-bin")
+                    .and_then(|p| args.get(p + 1))
+                    .cloned()
+                    .unwrap_or_else(|| "python3".into());
                 python = Some((PathBuf::from(&args[i + 1]), bin));
                 i += 2;
             }
@@ -292,9 +396,15 @@ fn coldstart(args: &[String], runs: usize) {
         ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
         ("RUNS_TABLE", "runs"),
         ("CLUSTER", "arn:aws:ecs:us-east-1:123456789012:cluster/data"),
-        ("ALERTS_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:alerts"),
+        (
+            "ALERTS_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:123456789012:alerts",
+        ),
     ];
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     println!("| function | cold start median | min | max | requests before the first `next` |");
     println!("|---|---:|---:|---:|---|");
     let mut medians = BTreeMap::new();
@@ -308,11 +418,22 @@ fn coldstart(args: &[String], runs: usize) {
         }
         let (m, lo, hi) = stats(times);
         medians.insert(name.clone(), m);
-        println!("| {name} | {m:.1} ms | {lo:.1} ms | {hi:.1} ms | {} |", if others.is_empty() { "none".to_string() } else { others.join("; ") });
+        println!(
+            "| {name} | {m:.1} ms | {lo:.1} ms | {hi:.1} ms | {} |",
+            if others.is_empty() {
+                "none".to_string()
+            } else {
+                others.join("; ")
+            }
+        );
         let _ = std::io::stdout().flush();
     };
     for b in &binaries {
-        let name = b.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
+        let name = b
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_string();
         measure(name, &|| {
             let mut c = tokio::process::Command::new(b);
             c.envs(env);
@@ -326,8 +447,18 @@ fn coldstart(args: &[String], runs: usize) {
             c
         });
     }
-    let rust: Vec<f64> = medians.iter().filter(|(k, _)| !k.starts_with("Python")).map(|(_, v)| *v).collect();
-    if let (Some(py), false) = (medians.iter().find(|(k, _)| k.starts_with("Python")).map(|(_, v)| *v), rust.is_empty()) {
+    let rust: Vec<f64> = medians
+        .iter()
+        .filter(|(k, _)| !k.starts_with("Python"))
+        .map(|(_, v)| *v)
+        .collect();
+    if let (Some(py), false) = (
+        medians
+            .iter()
+            .find(|(k, _)| k.starts_with("Python"))
+            .map(|(_, v)| *v),
+        rust.is_empty(),
+    ) {
         let worst = rust.iter().cloned().fold(f64::NAN, f64::max);
         println!("\nPython median / slowest Rust median: {:.1}×", py / worst);
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stevedore_domain::failure::Outcome;
-use stevedore_domain::flow::parse_input;
+use stevedore_domain::flow::{parse_input, unwrap_state};
 use stevedore_domain::ports::{Clock, Launch, RunStore, TaskRunner};
 use stevedore_domain::run::{
     client_token, run_id, ChangeOutcome, CreateOutcome, ExecutionRef, RunChange, RunRecord,
@@ -28,14 +28,14 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            check_interval_seconds: 300,
+            check_interval_seconds: 900,
             retention_days: 400,
         }
     }
 }
 
 impl Config {
-    /// `CHECK_INTERVAL_SECONDS` (60-3600, default 300), `RETENTION_DAYS` (1-3650, default 400).
+    /// `CHECK_INTERVAL_SECONDS` (60-3600, default 900), `RETENTION_DAYS` (1-3650, default 400).
     pub fn from_env() -> std::result::Result<Config, String> {
         let mut c = Config::default();
         if let Some(v) = stevedore_aws_env("CHECK_INTERVAL_SECONDS") {
@@ -96,6 +96,10 @@ pub enum LaunchStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LaunchOutput {
+    /// The attempt, echoed so the state machine keeps it in its state:
+    /// the spec as given, the execution, the attempt number.
+    pub spec: Value,
+    pub execution: ExecutionRef,
     pub run_id: String,
     pub job: String,
     pub attempt: u32,
@@ -119,7 +123,7 @@ pub fn check_seconds(timeout: u64, interval: u64) -> u64 {
 }
 
 pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput> {
-    let input: LaunchInput = parse_input(event, "launch-run")?;
+    let input: LaunchInput = parse_input(unwrap_state(event), "launch-run")?;
     let spec = JobSpec::from_value(&input.spec)?;
     if input.attempt == 0 || input.attempt > spec.retry.max_attempts {
         return Err(Error::invalid_input(format!(
@@ -159,6 +163,8 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
                   task_arn: Option<String>,
                   capacity: Capacity,
                   message: String| LaunchOutput {
+        spec: input.spec.clone(),
+        execution: input.execution.clone(),
         run_id: id.clone(),
         job: spec.job.clone(),
         attempt: input.attempt,

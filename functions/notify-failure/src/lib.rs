@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stevedore_domain::alert::Alert;
-use stevedore_domain::flow::{parse_input, AttemptInput};
+use stevedore_domain::flow::{parse_input, unwrap_state, AttemptInput};
 use stevedore_domain::ports::{LogSource, Notifier, RunStore};
 use stevedore_domain::{FailureClass, Result};
 use tracing::warn;
@@ -31,7 +31,7 @@ pub struct NotifyOutput {
 }
 
 pub async fn function_handler(deps: &Deps, event: Value) -> Result<NotifyOutput> {
-    let input: AttemptInput = parse_input(event, "notify-failure")?;
+    let input: AttemptInput = parse_input(unwrap_state(event), "notify-failure")?;
     let failure = input.failure();
     let run = match input.run_id() {
         Some(id) => deps.runs.get_run(&id).await?,

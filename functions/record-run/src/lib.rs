@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stevedore_domain::cost::PriceTable;
 use stevedore_domain::failure::Outcome;
-use stevedore_domain::flow::{finalize, parse_input, AttemptInput};
+use stevedore_domain::flow::{finalize, parse_input, unwrap_state, AttemptInput};
 use stevedore_domain::ports::{Clock, RunStore};
 use stevedore_domain::run::{ChangeOutcome, RunChange, RunRecord};
 use stevedore_domain::spec::{Capacity, JobSpec};
@@ -26,6 +26,9 @@ pub struct Deps {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordOutput {
+    /// The attempt, echoed so the state machine keeps it in its state.
+    pub spec: Value,
+    pub execution: Option<stevedore_domain::run::ExecutionRef>,
     pub run_id: Option<String>,
     pub job: String,
     pub attempt: u32,
@@ -46,7 +49,7 @@ pub struct RecordOutput {
 }
 
 pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput> {
-    let input: AttemptInput = parse_input(event, "record-run")?;
+    let input: AttemptInput = parse_input(unwrap_state(event), "record-run")?;
     let run = match input.run_id() {
         Some(id) => deps.runs.get_run(&id).await?,
         None => None,
@@ -60,6 +63,8 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
             return Err(Error::invalid_input("record-run needs a runId or an error"));
         };
         return Ok(RecordOutput {
+            spec: input.spec.clone().unwrap_or(Value::Null),
+            execution: input.execution.clone(),
             run_id: None,
             job: input.job().unwrap_or_else(|| "(unknown job)".into()),
             attempt: input.attempt.unwrap_or(1),
@@ -104,10 +109,11 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
         }
         (Some(_), _) => run,
     };
-    decide(deps, run).await
+    let spec = input.spec.clone().unwrap_or_else(|| run.spec.clone());
+    decide(deps, run, spec).await
 }
 
-async fn decide(deps: &Deps, run: RunRecord) -> Result<RecordOutput> {
+async fn decide(deps: &Deps, run: RunRecord, raw_spec: Value) -> Result<RecordOutput> {
     let spec = run.job_spec()?;
     let outcome = run
         .outcome
@@ -135,6 +141,8 @@ async fn decide(deps: &Deps, run: RunRecord) -> Result<RecordOutput> {
     };
     info!(run_id = %run.run_id, status = %run.status, retry, notify, "recorded");
     Ok(RecordOutput {
+        spec: raw_spec,
+        execution: Some(run.execution.clone()),
         run_id: Some(run.run_id.clone()),
         job: run.job.clone(),
         attempt: run.attempt,

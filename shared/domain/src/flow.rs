@@ -265,6 +265,58 @@ impl AttemptInput {
     }
 }
 
+/// Keys the state machine adds to a run's state (never job spec fields).
+const STATE_KEYS: &[&str] = &[
+    "error",
+    "launch",
+    "record",
+    "finished",
+    "alert",
+    "alertError",
+];
+
+/// A step's input as the state machine sends it: `{"input": <state>,
+/// "execution": <from the context object>}`. On the first attempt the state
+/// is the execution input — the job spec itself, plus whatever a Catch
+/// added; later it is `{spec, attempt, capacity, ...}`. Either way this gives
+/// `{spec, execution, attempt, ...}`. A payload without `input` is returned
+/// as it is (handlers called directly, as in tests).
+pub fn unwrap_state(payload: serde_json::Value) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let Value::Object(mut outer) = payload else {
+        return payload;
+    };
+    let Some(input) = outer.remove("input") else {
+        return Value::Object(outer);
+    };
+    let execution = outer.remove("execution");
+    let mut state = match input {
+        Value::Object(map) if map.contains_key("spec") => map,
+        Value::Object(map) => {
+            let mut spec = map.clone();
+            let mut state = Map::new();
+            for key in STATE_KEYS {
+                if let Some(v) = spec.remove(*key) {
+                    state.insert((*key).to_string(), v);
+                }
+            }
+            state.insert("spec".into(), Value::Object(spec));
+            state.insert("attempt".into(), json!(1));
+            state
+        }
+        other => {
+            let mut state = Map::new();
+            state.insert("spec".into(), other);
+            state.insert("attempt".into(), json!(1));
+            state
+        }
+    };
+    if let Some(e) = execution {
+        state.entry("execution").or_insert(e);
+    }
+    Value::Object(state)
+}
+
 /// Reads a handler's input, with a named error saying what is wrong.
 pub fn parse_input<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
@@ -277,6 +329,30 @@ pub fn parse_input<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_inputs_are_unwrapped_for_first_and_later_attempts() {
+        use serde_json::json;
+        let exec = json!({"id": "arn:e", "name": "e", "startTime": "2026-11-24T06:00:00Z"});
+        let first = unwrap_state(
+            json!({"input": {"job": "j", "taskDefinition": "t", "error": {"Error": "X"}}, "execution": exec}),
+        );
+        assert_eq!(
+            first,
+            json!({"spec": {"job": "j", "taskDefinition": "t"}, "attempt": 1, "error": {"Error": "X"}, "execution": exec})
+        );
+        let later = unwrap_state(
+            json!({"input": {"spec": {"job": "j"}, "attempt": 2, "capacity": "on-demand"}, "execution": exec}),
+        );
+        assert_eq!(
+            later,
+            json!({"spec": {"job": "j"}, "attempt": 2, "capacity": "on-demand", "execution": exec})
+        );
+        let odd = unwrap_state(json!({"input": [1, 2], "execution": exec}));
+        assert_eq!(odd["spec"], json!([1, 2]));
+        let direct = json!({"runId": "r"});
+        assert_eq!(unwrap_state(direct.clone()), direct);
+    }
 
     #[test]
     fn lambda_causes_are_unwrapped() {
