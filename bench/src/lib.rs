@@ -331,7 +331,7 @@ pub async fn poll_loop_run(job: Duration) -> Counts {
     });
     let def = Definition::parse(POLL_LOOP_ASL).expect("poll-loop definition");
     let out = Engine::new(res)
-        .starting_at(clock.start())
+        .with_epoch(clock.epoch().0, clock.epoch().1)
         .execute(&def, "poll-loop", "bench", json!({}))
         .await;
     Counts {
@@ -388,7 +388,7 @@ pub async fn run_task_sync_run(job: Duration) -> Counts {
     ));
     let def = Definition::parse(RUN_TASK_SYNC_ASL).expect("runTask.sync definition");
     let out = Engine::new(Arc::new(RunTaskSync { tasks }))
-        .starting_at(clock.start())
+        .with_epoch(clock.epoch().0, clock.epoch().1)
         .execute(&def, "sync", "bench", json!({"taskDefinition": "etl"}))
         .await;
     Counts {

@@ -655,7 +655,7 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
         None => stevedore,
     };
     let mut engine = Engine::new(resources)
-        .starting_at(clock.start())
+        .with_epoch(clock.epoch().0, clock.epoch().1)
         .with_tokens(tokens);
     if !args.json {
         engine = engine.with_observer(Arc::new(|e: &HistoryEvent| {

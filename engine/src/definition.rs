@@ -1246,7 +1246,7 @@ mod tests {
     fn the_run_job_state_machine_parses() {
         let text = include_str!("../../statemachines/run-job.asl.json");
         let def = Definition::parse(text).unwrap();
-        assert_eq!(def.start_at, "Start attempt 1");
+        assert_eq!(def.start_at, "Launch task");
         assert!(def
             .resources()
             .contains("arn:aws:states:::lambda:invoke.waitForTaskToken"));

@@ -209,6 +209,12 @@ impl Engine {
         self
     }
 
+    /// Shares a clock's epoch exactly: `wall` was the time at `instant`.
+    pub fn with_epoch(mut self, wall: OffsetDateTime, instant: Instant) -> Engine {
+        self.epoch = (wall, instant);
+        self
+    }
+
     pub fn with_observer(mut self, observer: Observer) -> Engine {
         self.observer = Some(observer);
         self

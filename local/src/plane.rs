@@ -65,6 +65,10 @@ impl LocalClock {
     pub fn start(&self) -> OffsetDateTime {
         self.epoch.0
     }
+    /// The wall time and the instant it was read at.
+    pub fn epoch(&self) -> (OffsetDateTime, Instant) {
+        self.epoch
+    }
 }
 
 impl Clock for LocalClock {
@@ -309,7 +313,7 @@ impl LocalPlane {
             tasks,
         });
         let mut engine = Engine::new(handlers.clone())
-            .starting_at(clock.start())
+            .with_epoch(clock.epoch().0, clock.epoch().1)
             .with_tokens(tokens.clone());
         if let Some(o) = config.observer {
             engine = engine.with_observer(o);

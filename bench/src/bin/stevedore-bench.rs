@@ -88,7 +88,7 @@ fn cost() {
         let poll = virtual_time(poll_loop_run(d));
         let sync = virtual_time(run_task_sync_run(d));
         for (name, c) in [
-            ("Stevedore (event + 300 s safety poll)", ours),
+            ("Stevedore (event + 900 s safety poll)", ours),
             ("Wait 30 s → poll → Choice", poll),
             ("ecs:runTask.sync (no record, no alert)", sync),
         ] {
@@ -258,6 +258,16 @@ async fn latency(runs: usize) {
                 .map(|e| e.timestamp)
                 .expect(state)
         };
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!(
+                "exit {exit} created {} history {:?}",
+                run.created_at,
+                out.history
+                    .iter()
+                    .map(|e| (e.kind.clone(), e.state.clone(), e.timestamp))
+                    .collect::<Vec<_>>()
+            );
+        }
         recorded.push((at("Record run") - exit).as_seconds_f64() * 1000.0);
         alerted.push((at("Notify failure") - exit).as_seconds_f64() * 1000.0);
     }
@@ -334,7 +344,7 @@ async fn time_to_first_next(mut cmd: tokio::process::Command) -> (f64, Vec<Strin
             format!("http://{addr}/unexpected-aws-call"),
         )
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);
     let start = Instant::now();
     let mut child = cmd.spawn().expect("spawn");
@@ -388,6 +398,7 @@ fn coldstart(args: &[String], runs: usize) {
     }
     let env = [
         ("AWS_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
         ("AWS_SECRET_ACCESS_KEY", "example"),
         ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
