@@ -301,7 +301,6 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         PlaneConfig {
             check_interval_seconds: args.check_interval.clamp(1, 3600),
             retention_days: 400,
-            start: clock.start(),
             observer: Some(Arc::new(progress)),
             log_dir: Some(home.join("logs")),
         },

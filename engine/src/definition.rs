@@ -405,41 +405,54 @@ impl Checker {
         names
     }
 
-    fn retriers(&mut self, state: &str, v: Option<&Value>) -> Vec<Retrier> {
+    /// The objects of a `Retry` or `Catch` array, each checked for unknown
+    /// fields and its `ErrorEquals` (with `States.ALL` only in the last one).
+    fn error_rules<'v>(
+        &mut self,
+        state: &str,
+        key: &str,
+        what: &str,
+        v: Option<&'v Value>,
+        known: &[&str],
+    ) -> Vec<(String, &'v Map<String, Value>, Vec<String>)> {
         let Some(v) = v else { return Vec::new() };
         let Some(items) = v.as_array() else {
-            self.err(state, "Retry", "must be an array of retriers");
+            self.err(state, key, format!("must be an array of {what}s"));
             return Vec::new();
         };
         let mut out = Vec::new();
         for (i, r) in items.iter().enumerate() {
-            let field = format!("Retry[{i}]");
+            let field = format!("{key}[{i}]");
             let Some(obj) = r.as_object() else {
                 self.err(state, &field, "must be an object");
                 continue;
             };
-            self.unknown(
-                state,
-                &field,
-                obj,
-                &[
-                    "ErrorEquals",
-                    "IntervalSeconds",
-                    "MaxAttempts",
-                    "BackoffRate",
-                    "MaxDelaySeconds",
-                    "JitterStrategy",
-                    "Comment",
-                ],
-            );
+            self.unknown(state, &field, obj, known);
             let errors = self.error_names(state, &field, obj.get("ErrorEquals"));
             if errors.iter().any(|e| e == "States.ALL") && i + 1 != items.len() {
                 self.err(
                     state,
                     &field,
-                    "a retrier with `States.ALL` must be the last one",
+                    format!("a {what} with `States.ALL` must be the last one"),
                 );
             }
+            out.push((field, obj, errors));
+        }
+        out
+    }
+
+    fn retriers(&mut self, state: &str, v: Option<&Value>) -> Vec<Retrier> {
+        let known = [
+            "ErrorEquals",
+            "IntervalSeconds",
+            "MaxAttempts",
+            "BackoffRate",
+            "MaxDelaySeconds",
+            "JitterStrategy",
+            "Comment",
+        ];
+        let mut out = Vec::new();
+        for (field, obj, errors) in self.error_rules(state, "Retry", "retrier", v, &known) {
             let num = |c: &mut Checker, key: &str, default: f64, min: f64| -> f64 {
                 match obj.get(key) {
                     None => default,
@@ -487,32 +500,9 @@ impl Checker {
     }
 
     fn catchers(&mut self, state: &str, v: Option<&Value>) -> Vec<Catcher> {
-        let Some(v) = v else { return Vec::new() };
-        let Some(items) = v.as_array() else {
-            self.err(state, "Catch", "must be an array of catchers");
-            return Vec::new();
-        };
+        let known = ["ErrorEquals", "ResultPath", "Next", "Comment"];
         let mut out = Vec::new();
-        for (i, c) in items.iter().enumerate() {
-            let field = format!("Catch[{i}]");
-            let Some(obj) = c.as_object() else {
-                self.err(state, &field, "must be an object");
-                continue;
-            };
-            self.unknown(
-                state,
-                &field,
-                obj,
-                &["ErrorEquals", "ResultPath", "Next", "Comment"],
-            );
-            let errors = self.error_names(state, &field, obj.get("ErrorEquals"));
-            if errors.iter().any(|e| e == "States.ALL") && i + 1 != items.len() {
-                self.err(
-                    state,
-                    &field,
-                    "a catcher with `States.ALL` must be the last one",
-                );
-            }
+        for (field, obj, errors) in self.error_rules(state, "Catch", "catcher", v, &known) {
             let next = match obj.get("Next").and_then(|v| v.as_str()) {
                 Some(n) => n.to_string(),
                 None => {

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::choice;
 use crate::definition::{
-    Catcher, Definition, MaxConcurrency, ResultPath, Retrier, Seconds, State, Template,
+    Catcher, Definition, Flow, MaxConcurrency, ResultPath, Retrier, Seconds, State, Template,
     TemplateValue, Text, Transition, WaitFor,
 };
 use crate::path::{abbreviate, Path};
@@ -332,6 +332,13 @@ enum Step {
     Done(Value),
 }
 
+fn step(t: &Transition, out: Value) -> Step {
+    match t {
+        Transition::Next(n) => Step::Next(n.clone(), out),
+        Transition::End => Step::Done(out),
+    }
+}
+
 fn error_matches(names: &[String], error: &str) -> bool {
     names.iter().any(|n| {
         n == error
@@ -452,10 +459,6 @@ impl<'e> Run<'e> {
         entered: OffsetDateTime,
         extra: &Option<Value>,
     ) -> Result<Step, Failure> {
-        let go = |t: &Transition, out: Value| match t {
-            Transition::Next(n) => Step::Next(n.clone(), out),
-            Transition::End => Step::Done(out),
-        };
         match state {
             State::Pass {
                 flow,
@@ -469,7 +472,7 @@ impl<'e> Run<'e> {
                     (None, None) => effective,
                 };
                 let out = result_path(&flow.result_path, raw, value)?;
-                Ok(go(transition, output_path(&flow.output_path, out, ctx)?))
+                Ok(step(transition, output_path(&flow.output_path, out, ctx)?))
             }
             State::Succeed { flow } => {
                 let effective = input_path(&flow.input_path, &raw, ctx)?;
@@ -555,7 +558,7 @@ impl<'e> Run<'e> {
                     }
                 };
                 tokio::time::sleep(Duration::from_secs_f64(seconds.max(0.0))).await;
-                Ok(go(
+                Ok(step(
                     transition,
                     output_path(&flow.output_path, effective, ctx)?,
                 ))
@@ -590,20 +593,11 @@ impl<'e> Run<'e> {
                         let result = self
                             .task(name, resource, params, token, timeout_s, heartbeat_s)
                             .await?;
-                        let result = match &flow.result_selector {
-                            Some(s) => render(s, &result, &ctx)?,
-                            None => result,
-                        };
-                        let out = result_path(&flow.result_path, raw, result)?;
-                        output_path(&flow.output_path, out, &ctx)
+                        finish(flow, raw, result, &ctx)
                     }
                 };
-                self.with_retry(name, &raw, retry, catch, attempt)
+                self.with_retry(name, &raw, retry, catch, transition, attempt)
                     .await
-                    .map(|(next, out)| match next {
-                        Some(n) => Step::Next(n, out),
-                        None => go(transition, out),
-                    })
             }
             State::Parallel {
                 flow,
@@ -626,31 +620,12 @@ impl<'e> Run<'e> {
                             .iter()
                             .map(|b| self.machine(b, input.clone(), None));
                         let results = futures::future::join_all(runs).await;
-                        let mut outs = Vec::new();
-                        for r in results {
-                            match r {
-                                Ok(v) => outs.push(v),
-                                Err(f) => {
-                                    self.event("ParallelStateFailed", Some(name), f.to_value());
-                                    return Err(f);
-                                }
-                            }
-                        }
-                        self.event("ParallelStateSucceeded", Some(name), Value::Null);
-                        let result = match &flow.result_selector {
-                            Some(s) => render(s, &Value::Array(outs), &ctx)?,
-                            None => Value::Array(outs),
-                        };
-                        let out = result_path(&flow.result_path, raw, result)?;
-                        output_path(&flow.output_path, out, &ctx)
+                        let outs = self.all_or_first_failure(name, "Parallel", results)?;
+                        finish(flow, raw, outs, &ctx)
                     }
                 };
-                self.with_retry(name, &raw, retry, catch, attempt)
+                self.with_retry(name, &raw, retry, catch, transition, attempt)
                     .await
-                    .map(|(next, out)| match next {
-                        Some(n) => Step::Next(n, out),
-                        None => go(transition, out),
-                    })
             }
             State::Map {
                 flow,
@@ -737,33 +712,36 @@ impl<'e> Run<'e> {
                                 .buffered(limit)
                                 .collect()
                                 .await;
-                        let mut outs = Vec::new();
-                        for r in results {
-                            match r {
-                                Ok(v) => outs.push(v),
-                                Err(f) => {
-                                    self.event("MapStateFailed", Some(name), f.to_value());
-                                    return Err(f);
-                                }
-                            }
-                        }
-                        self.event("MapStateSucceeded", Some(name), Value::Null);
-                        let result = match &flow.result_selector {
-                            Some(s) => render(s, &Value::Array(outs), &ctx)?,
-                            None => Value::Array(outs),
-                        };
-                        let out = result_path(&flow.result_path, raw, result)?;
-                        output_path(&flow.output_path, out, &ctx)
+                        let outs = self.all_or_first_failure(name, "Map", results)?;
+                        finish(flow, raw, outs, &ctx)
                     }
                 };
-                self.with_retry(name, &raw, retry, catch, attempt)
+                self.with_retry(name, &raw, retry, catch, transition, attempt)
                     .await
-                    .map(|(next, out)| match next {
-                        Some(n) => Step::Next(n, out),
-                        None => go(transition, out),
-                    })
             }
         }
+    }
+
+    /// The outputs of a Parallel's branches or a Map's iterations, in order,
+    /// or the first failure (which fails the state).
+    fn all_or_first_failure(
+        &self,
+        name: &str,
+        kind: &str,
+        results: Vec<Result<Value, Failure>>,
+    ) -> Result<Value, Failure> {
+        let mut outs = Vec::with_capacity(results.len());
+        for r in results {
+            match r {
+                Ok(v) => outs.push(v),
+                Err(f) => {
+                    self.event(&format!("{kind}StateFailed"), Some(name), f.to_value());
+                    return Err(f);
+                }
+            }
+        }
+        self.event(&format!("{kind}StateSucceeded"), Some(name), Value::Null);
+        Ok(Value::Array(outs))
     }
 
     /// Runs `attempt` under the state's retriers; a final error goes to the
@@ -774,8 +752,9 @@ impl<'e> Run<'e> {
         raw: &Value,
         retriers: &[Retrier],
         catchers: &[Catcher],
+        transition: &Transition,
         attempt: F,
-    ) -> Result<(Option<String>, Value), Failure>
+    ) -> Result<Step, Failure>
     where
         F: Fn(u32) -> Fut,
         Fut: Future<Output = Result<Value, Failure>>,
@@ -784,7 +763,7 @@ impl<'e> Run<'e> {
         let mut total = 0u32;
         loop {
             match attempt(total).await {
-                Ok(out) => return Ok((None, out)),
+                Ok(out) => return Ok(step(transition, out)),
                 Err(f) => {
                     let retrier = retriers
                         .iter()
@@ -818,7 +797,7 @@ impl<'e> Run<'e> {
                             Some(name),
                             json!({"error": f.error, "next": c.next}),
                         );
-                        return Ok((Some(c.next.clone()), out));
+                        return Ok(Step::Next(c.next.clone(), out));
                     }
                     return Err(f);
                 }
@@ -932,6 +911,16 @@ fn seconds_of(s: &Option<Seconds>, input: &Value, ctx: &Value) -> Result<Option<
             }
         }
     }
+}
+
+/// ResultSelector, then ResultPath (into the raw input), then OutputPath.
+fn finish(flow: &Flow, raw: Value, result: Value, ctx: &Value) -> Result<Value, Failure> {
+    let result = match &flow.result_selector {
+        Some(s) => render(s, &result, ctx)?,
+        None => result,
+    };
+    let out = result_path(&flow.result_path, raw, result)?;
+    output_path(&flow.output_path, out, ctx)
 }
 
 fn input_path(p: &Option<Option<Path>>, raw: &Value, ctx: &Value) -> Result<Value, Failure> {

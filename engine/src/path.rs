@@ -252,37 +252,31 @@ fn filter_matches(item: &Value, filter: &Filter) -> bool {
     let Some((op, literal)) = &filter.op else {
         return true;
     };
-    match (value, literal) {
-        (Value::Number(a), Value::Number(b)) => {
-            let (a, b) = (
-                a.as_f64().unwrap_or(f64::NAN),
-                b.as_f64().unwrap_or(f64::NAN),
-            );
-            match op.as_str() {
-                "==" => a == b,
-                "!=" => a != b,
-                "<" => a < b,
-                "<=" => a <= b,
-                ">" => a > b,
-                ">=" => a >= b,
+    use std::cmp::Ordering::*;
+    let ordering = match (value, literal) {
+        (Value::Number(a), Value::Number(b)) => a
+            .as_f64()
+            .zip(b.as_f64())
+            .and_then(|(a, b)| a.partial_cmp(&b)),
+        (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+        // Other types only compare for (in)equality.
+        (a, b) => {
+            return match op.as_str() {
+                "==" => *a == b,
+                "!=" => *a != b,
                 _ => false,
             }
         }
-        (Value::String(a), Value::String(b)) => match op.as_str() {
-            "==" => a == b,
-            "!=" => a != b,
-            "<" => a < b,
-            "<=" => a <= b,
-            ">" => a > b,
-            ">=" => a >= b,
-            _ => false,
-        },
-        (a, b) => match op.as_str() {
-            "==" => *a == b,
-            "!=" => *a != b,
-            _ => false,
-        },
-    }
+    };
+    ordering.is_some_and(|o| match op.as_str() {
+        "==" => o == Equal,
+        "!=" => o != Equal,
+        "<" => o == Less,
+        "<=" => o != Greater,
+        ">" => o == Greater,
+        ">=" => o != Less,
+        _ => false,
+    })
 }
 
 fn parse_segments(mut rest: &str) -> Result<Vec<Segment>, String> {

@@ -11,4 +11,4 @@ pub mod tasks;
 pub use notify::ConsoleNotifier;
 pub use plane::{LocalClock, LocalPlane, PlaneConfig};
 pub use sqlite::SqliteRunStore;
-pub use tasks::{ProcessSettings, ProcessTaskRunner, SimOutcome, SimulatedTaskRunner};
+pub use tasks::{LocalRunner, ProcessSettings, ProcessTaskRunner, SimOutcome, SimulatedTaskRunner};

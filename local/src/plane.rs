@@ -19,10 +19,19 @@ use stevedore_engine::{
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use crate::tasks::EventSink;
+use crate::tasks::LocalRunner;
 
 /// The run-job state machine, as deployed.
 pub const RUN_JOB_ASL: &str = include_str!("../../statemachines/run-job.asl.json");
+/// Stevedore's functions, by the names local mode calls them.
+pub const FUNCTIONS: [&str; 6] = [
+    "launch-run",
+    "watch-task",
+    "task-events",
+    "record-run",
+    "notify-failure",
+    "reap-execution",
+];
 pub const LOCAL_CLUSTER: &str = "arn:aws:ecs:local:000000000000:cluster/local";
 pub const LOCAL_REGION: &str = "local";
 
@@ -97,23 +106,6 @@ fn delivery(d: Delivery) -> TokenDelivery {
     }
 }
 
-/// A task runner the plane can wire its event sink into.
-pub trait LocalRunner: TaskRunner {
-    fn set_event_sink(&self, sink: EventSink);
-}
-
-impl LocalRunner for crate::tasks::ProcessTaskRunner {
-    fn set_event_sink(&self, sink: EventSink) {
-        crate::tasks::ProcessTaskRunner::set_event_sink(self, sink)
-    }
-}
-
-impl LocalRunner for crate::tasks::SimulatedTaskRunner {
-    fn set_event_sink(&self, sink: EventSink) {
-        crate::tasks::SimulatedTaskRunner::set_event_sink(self, sink)
-    }
-}
-
 /// The six handlers with their local dependencies.
 pub struct Handlers {
     pub launch: launch_run::Deps,
@@ -163,12 +155,20 @@ impl Resources for Handlers {
             "watch-task" => to_value(watch_task::function_handler(&self.watch, payload).await),
             "task-events" => to_value(task_events::function_handler(&self.events, payload).await),
             "record-run" => to_value(record_run::function_handler(&self.record, payload).await),
-            "notify-failure" => to_value(notify_failure::function_handler(&self.notify, payload).await),
-            "reap-execution" => to_value(reap_execution::function_handler(&self.reap, payload).await),
+            "notify-failure" => {
+                to_value(notify_failure::function_handler(&self.notify, payload).await)
+            }
+            "reap-execution" => {
+                to_value(reap_execution::function_handler(&self.reap, payload).await)
+            }
             other => {
                 return Err(Failure::new(
                     "Lambda.ResourceNotFoundException",
-                    format!("Task state `{}`: no local function `{other}` (Stevedore's are launch-run, watch-task, task-events, record-run, notify-failure, reap-execution)", call.state),
+                    format!(
+                        "Task state `{}`: no local function `{other}` (Stevedore's are {})",
+                        call.state,
+                        FUNCTIONS.join(", ")
+                    ),
                 ))
             }
         };
@@ -196,17 +196,7 @@ pub fn function_name(params: &Value) -> Option<String> {
 pub fn is_stevedore_call(call: &TaskCall) -> bool {
     call.resource == "arn:aws:states:::aws-sdk:ecs:stopTask"
         || (call.resource.starts_with("arn:aws:states:::lambda:invoke")
-            && function_name(&call.parameters).is_some_and(|n| {
-                [
-                    "launch-run",
-                    "watch-task",
-                    "task-events",
-                    "record-run",
-                    "notify-failure",
-                    "reap-execution",
-                ]
-                .contains(&n.as_str())
-            }))
+            && function_name(&call.parameters).is_some_and(|n| FUNCTIONS.contains(&n.as_str())))
 }
 
 fn to_value<T: serde::Serialize>(r: Result<T>) -> Result<Value> {
@@ -226,7 +216,6 @@ pub struct LocalPlane {
 pub struct PlaneConfig {
     pub check_interval_seconds: u64,
     pub retention_days: u32,
-    pub start: OffsetDateTime,
     pub observer: Option<Observer>,
     /// Where task logs are, for the log tail in alerts.
     pub log_dir: Option<std::path::PathBuf>,
@@ -237,7 +226,6 @@ impl Default for PlaneConfig {
         PlaneConfig {
             check_interval_seconds: 900,
             retention_days: 400,
-            start: OffsetDateTime::now_utc(),
             observer: None,
             log_dir: None,
         }

@@ -30,6 +30,15 @@ fn decode(json: &str) -> Result<RunRecord> {
         .map_err(|e| Error::invalid_input(format!("a stored run cannot be read: {e}")))
 }
 
+/// The run records a query selects (its first column is `record`).
+fn records(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RunRecord>> {
+    let mut stmt = conn.prepare(sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(params, |r| r.get::<_, String>(0))
+        .map_err(db_err)?;
+    rows.map(|r| decode(&r.map_err(db_err)?)).collect()
+}
+
 fn encode(run: &RunRecord) -> Result<String> {
     serde_json::to_string(run)
         .map_err(|e| Error::invalid_input(format!("a run cannot be stored: {e}")))
@@ -90,16 +99,11 @@ impl SqliteRunStore {
 
     /// Runs of every job, newest first (the CLI's `runs list` without `--job`).
     pub fn list_all(&self, status: Option<RunStatus>, limit: u32) -> Result<Vec<RunRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT record FROM runs WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, run_id DESC LIMIT ?2")
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(params![status.map(|s| s.as_str()), limit], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(db_err)?;
-        rows.map(|r| decode(&r.map_err(db_err)?)).collect()
+        records(
+            &self.conn(),
+            "SELECT record FROM runs WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, run_id DESC LIMIT ?2",
+            params![status.map(|s| s.as_str()), limit],
+        )
     }
 
     /// Keeps an execution's history (for `runs show`).
@@ -209,31 +213,20 @@ impl RunStore for SqliteRunStore {
     }
 
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT record FROM runs WHERE job = ?1 AND (?2 IS NULL OR status = ?2)
-                 ORDER BY created_at DESC LIMIT ?3",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(
-                params![query.job, query.status.map(|s| s.as_str()), query.limit],
-                |r| r.get::<_, String>(0),
-            )
-            .map_err(db_err)?;
-        rows.map(|r| decode(&r.map_err(db_err)?)).collect()
+        records(
+            &self.conn(),
+            "SELECT record FROM runs WHERE job = ?1 AND (?2 IS NULL OR status = ?2)
+             ORDER BY created_at DESC LIMIT ?3",
+            params![query.job, query.status.map(|s| s.as_str()), query.limit],
+        )
     }
 
     async fn runs_of_execution(&self, execution_id: &str) -> Result<Vec<RunRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT record FROM runs WHERE execution_id = ?1 ORDER BY attempt")
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(params![execution_id], |r| r.get::<_, String>(0))
-            .map_err(db_err)?;
-        rows.map(|r| decode(&r.map_err(db_err)?)).collect()
+        records(
+            &self.conn(),
+            "SELECT record FROM runs WHERE execution_id = ?1 ORDER BY attempt",
+            params![execution_id],
+        )
     }
 
     async fn acquire_slot(

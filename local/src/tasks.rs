@@ -26,6 +26,24 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 /// Where stopped-task events go (the `task-events` handler, in-process).
 pub type EventSink = Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
+/// A task runner that reports stops to an event sink (the plane wires
+/// `task-events` in).
+pub trait LocalRunner: TaskRunner {
+    fn set_event_sink(&self, sink: EventSink);
+}
+
+impl LocalRunner for ProcessTaskRunner {
+    fn set_event_sink(&self, sink: EventSink) {
+        self.table.sink.set(sink).ok();
+    }
+}
+
+impl LocalRunner for SimulatedTaskRunner {
+    fn set_event_sink(&self, sink: EventSink) {
+        self.table.sink.set(sink).ok();
+    }
+}
+
 /// The task table both runners share.
 struct Table {
     tasks: Mutex<HashMap<String, TaskDescription>>,
@@ -228,10 +246,6 @@ impl ProcessTaskRunner {
             settings,
             pids: Arc::new(Mutex::new(HashMap::new())),
         }
-    }
-
-    pub fn set_event_sink(&self, sink: EventSink) {
-        self.table.sink.set(sink).ok();
     }
 
     pub fn log_path(&self, run_id: &str) -> PathBuf {
@@ -444,10 +458,6 @@ impl SimulatedTaskRunner {
             script,
             launches: Mutex::new(Vec::new()),
         }
-    }
-
-    pub fn set_event_sink(&self, sink: EventSink) {
-        self.table.sink.set(sink).ok();
     }
 
     pub fn launches(&self) -> Vec<Launch> {

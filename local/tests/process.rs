@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use stevedore_domain::ports::{Launch, TaskRunner};
 use stevedore_domain::spec::{Capacity, JobSpec};
 use stevedore_domain::task::{TaskLookup, TaskStateChange};
-use stevedore_local::{LocalClock, ProcessSettings, ProcessTaskRunner};
+use stevedore_local::{LocalClock, LocalRunner, ProcessSettings, ProcessTaskRunner};
 
 fn launch(command: Value, token: &str) -> Launch {
     let spec = JobSpec::from_value(&json!({"job": "p", "taskDefinition": "t", "container": "app", "command": command, "environment": {"GREETING": "hi"}})).unwrap();

@@ -196,13 +196,11 @@ fn handlers(iterations: u64) {
         for (name, total) in samples {
             println!("| {name} | {:.1} µs |", total / iterations as f64 * 1e6);
         }
-        let _ = store.list_runs(&stevedore_domain::run::RunQuery { job: "job0".into(), status: None, limit: 1 }).await;
     });
 }
 
 fn plane(
     home: &std::path::Path,
-    runs: usize,
 ) -> (
     LocalPlane,
     Arc<SqliteRunStore>,
@@ -221,7 +219,6 @@ fn plane(
         },
     ));
     let notifier = Arc::new(ConsoleNotifier::new(Arc::new(|_: &str| {}), None));
-    let _ = runs;
     let plane = LocalPlane::new(
         store.clone(),
         runner,
@@ -235,7 +232,7 @@ fn plane(
 
 async fn latency(runs: usize) {
     let home = std::env::temp_dir().join(format!("stevedore-bench-latency-{}", std::process::id()));
-    let (plane, store, _notifier, _clock) = plane(&home, runs);
+    let (plane, store, _notifier, _clock) = plane(&home);
     let (mut recorded, mut alerted) = (Vec::new(), Vec::new());
     for i in 0..runs {
         let spec = json!({"job": format!("latency{i}"), "taskDefinition": "t", "container": "app", "command": ["sh", "-c", "exit 3"], "retry": {"maxAttempts": 1}});
@@ -296,7 +293,7 @@ fn peak_rss_mb() -> f64 {
 
 async fn scale(runs: usize) {
     let home = std::env::temp_dir().join(format!("stevedore-bench-scale-{}", std::process::id()));
-    let (plane, store, _n, _c) = plane(&home, runs);
+    let (plane, store, _n, _c) = plane(&home);
     let start = Instant::now();
     let futures = (0..runs).map(|i| {
         let spec = json!({"job": format!("scale{i}"), "taskDefinition": "t", "container": "app", "command": ["sleep", "1"]});
