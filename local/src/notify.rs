@@ -1,19 +1,22 @@
 //! [`Notifier`] for one machine: prints the alert, and posts it to a Slack
-//! incoming webhook when one is configured (`STEVEDORE_SLACK_WEBHOOK`).
+//! incoming webhook when one is configured (`STEVEDORE_SLACK_WEBHOOK`), as
+//! the same Block Kit message the `slack-notifier` Lambda posts, with the
+//! same retry rules.
 
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use serde_json::json;
+use slack_notifier::{RetryPolicy, SlackPoster};
 use stevedore_domain::alert::Alert;
-use stevedore_domain::ports::Notifier;
-use stevedore_domain::{Error, Result};
+use stevedore_domain::ports::{Notifier, Secret};
+use stevedore_domain::{slack, Result};
 
 pub type Printer = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub struct ConsoleNotifier {
     print: Printer,
-    webhook: Option<String>,
+    webhook: Option<Secret>,
+    poster: SlackPoster,
     sent: Mutex<Vec<Alert>>,
 }
 
@@ -21,7 +24,8 @@ impl ConsoleNotifier {
     pub fn new(print: Printer, webhook: Option<String>) -> Self {
         ConsoleNotifier {
             print,
-            webhook,
+            webhook: webhook.map(Secret::new),
+            poster: SlackPoster::new(RetryPolicy::default()),
             sent: Mutex::new(Vec::new()),
         }
     }
@@ -34,28 +38,27 @@ impl ConsoleNotifier {
 #[async_trait]
 impl Notifier for ConsoleNotifier {
     async fn publish(&self, alert: &Alert) -> Result<String> {
-        let text = alert.email_text();
-        (self.print)(&format!("ALERT  {}\n{}", alert.subject(), text));
+        let label = match alert.kind {
+            stevedore_domain::alert::AlertKind::Failure => "ALERT",
+            stevedore_domain::alert::AlertKind::Recovery => "RECOVERED",
+        };
+        (self.print)(&format!(
+            "{label}  {}\n{}",
+            alert.subject(),
+            alert.email_text()
+        ));
         let mut id = format!(
             "local-{}",
             self.sent.lock().unwrap_or_else(|p| p.into_inner()).len() + 1
         );
         if let Some(url) = &self.webhook {
-            let body = json!({"text": format!("*{}*\n```{}```", alert.subject(), text)});
-            let resp = reqwest::Client::new()
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| Error::transient(format!("Slack webhook: {e}")))?;
-            if !resp.status().is_success() {
-                // Never log the URL: it is a credential.
-                return Err(Error::transient(format!(
-                    "Slack webhook answered {}",
-                    resp.status()
-                )));
+            // The alert is on the console already: a Slack failure is
+            // reported, not retried by the state machine (which would print
+            // the alert again).
+            match self.poster.post(url, &slack::message(alert)).await {
+                Ok(_) => id.push_str("+slack"),
+                Err(e) => (self.print)(&format!("Slack: alert not delivered: {e}")),
             }
-            id.push_str("+slack");
         }
         self.sent
             .lock()

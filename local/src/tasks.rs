@@ -545,16 +545,19 @@ impl stevedore_domain::ports::LogSource for FileLogSource {
         &self,
         run: &stevedore_domain::run::RunRecord,
         lines: usize,
-    ) -> Result<Vec<String>> {
+    ) -> Result<stevedore_domain::ports::LogTail> {
         let path = self.dir.join(format!("{}.log", run.run_id));
         let text = match tokio::fs::read_to_string(&path).await {
             Ok(t) => t,
-            Err(_) => return Ok(Vec::new()),
+            Err(_) => return Ok(Default::default()),
         };
         let all: Vec<&str> = text.lines().collect();
-        Ok(all[all.len().saturating_sub(lines)..]
-            .iter()
-            .map(|s| s.to_string())
-            .collect())
+        Ok(stevedore_domain::ports::LogTail {
+            lines: all[all.len().saturating_sub(lines)..]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            stream: None,
+        })
     }
 }

@@ -1,5 +1,6 @@
 //! `notify-failure`: builds the alert for a run that finally failed (or an
-//! execution that failed before it had a run) and publishes it once.
+//! execution that failed before it had a run) and publishes it once; for a
+//! run that succeeded after failed runs, the recovery notice.
 
 use std::sync::Arc;
 
@@ -7,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stevedore_domain::alert::Alert;
 use stevedore_domain::flow::{parse_input, unwrap_state, AttemptInput};
-use stevedore_domain::ports::{LogSource, Notifier, RunStore};
-use stevedore_domain::{FailureClass, Result};
+use stevedore_domain::ports::{LogSource, LogTail, Notifier, RunStore};
+use stevedore_domain::{FailureClass, Result, RunStatus};
 use tracing::warn;
 
 /// Log lines an alert carries.
@@ -37,8 +38,19 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<NotifyOutput>
         Some(id) => deps.runs.get_run(&id).await?,
         None => None,
     };
-    let alert = match run {
-        Some(run) => {
+    let recovery = input
+        .record
+        .as_ref()
+        .and_then(|r| r.recovered_after.map(|n| (n, r.recovered_from)));
+    let alert = match (run, recovery) {
+        (Some(run), Some((failed_runs, from))) if run.status == RunStatus::Succeeded => {
+            Alert::recovery(
+                &run,
+                failed_runs,
+                from.unwrap_or(FailureClass::ExitedNonZero),
+            )
+        }
+        (Some(run), _) => {
             let outcome = run.outcome.clone();
             let class = failure
                 .as_ref()
@@ -54,12 +66,12 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<NotifyOutput>
                 Ok(lines) => lines,
                 Err(e) => {
                     warn!(run_id = %run.run_id, error = %e, "log tail unavailable");
-                    Vec::new()
+                    LogTail::default()
                 }
             };
             Alert::for_run(&run, class, &message, tail)
         }
-        None => {
+        (None, _) => {
             let (class, message) = match &failure {
                 Some(e) => (e.class(), e.message()),
                 None => (

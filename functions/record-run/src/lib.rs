@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stevedore_domain::cost::PriceTable;
 use stevedore_domain::failure::Outcome;
-use stevedore_domain::flow::{finalize, parse_input, unwrap_state, AttemptInput};
+use stevedore_domain::flow::{failures_before, finalize, parse_input, unwrap_state, AttemptInput};
 use stevedore_domain::ports::{Clock, RunStore};
 use stevedore_domain::run::{ChangeOutcome, RunChange, RunRecord};
 use stevedore_domain::spec::{Capacity, JobSpec};
 use stevedore_domain::{Error, FailureClass, Result, RunStatus};
-use tracing::info;
+use tracing::{info, warn};
 
 pub struct Deps {
     pub runs: Arc<dyn RunStore>,
@@ -46,6 +46,13 @@ pub struct RecordOutput {
     pub next_capacity: Option<Capacity>,
     /// Whether the state machine sends an alert.
     pub notify: bool,
+    /// Whether the state machine sends a recovery notice (the run
+    /// succeeded after failed runs, and the job asked for `notify.onRecovery`).
+    pub notify_recovery: bool,
+    /// Failed runs before this success, when a recovery notice is due.
+    pub recovered_after: Option<u32>,
+    /// The failure class of the last of them.
+    pub recovered_from: Option<FailureClass>,
 }
 
 pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput> {
@@ -78,6 +85,9 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
             retry_delay_seconds: None,
             next_capacity: None,
             notify: true,
+            notify_recovery: false,
+            recovered_after: None,
+            recovered_from: None,
         });
     };
 
@@ -139,7 +149,23 @@ async fn decide(deps: &Deps, run: RunRecord, raw_spec: Value) -> Result<RecordOu
         RunStatus::Failed | RunStatus::Cancelled => !retry && spec.notify.on_failure,
         _ => false,
     };
-    info!(run_id = %run.run_id, status = %run.status, retry, notify, "recorded");
+    let (recovered_after, recovered_from) = if run.status == RunStatus::Succeeded
+        && spec.notify.on_recovery
+    {
+        // A store error must not fail a successful run's record: the notice
+        // is skipped (and logged), the run is still recorded.
+        match failures_before(deps.runs.as_ref(), &run).await {
+            Ok((n, class)) if n > 0 => (Some(n), class),
+            Ok(_) => (None, None),
+            Err(e) => {
+                warn!(run_id = %run.run_id, error = %e, "could not count earlier failures; no recovery notice");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
+    info!(run_id = %run.run_id, status = %run.status, retry, notify, recovered_after, "recorded");
     Ok(RecordOutput {
         spec: raw_spec,
         execution: Some(run.execution.clone()),
@@ -156,6 +182,9 @@ async fn decide(deps: &Deps, run: RunRecord, raw_spec: Value) -> Result<RecordOu
         retry_delay_seconds: next_attempt.map(|n| spec.retry_delay(n)),
         next_capacity: retry.then(|| next_capacity(&spec, class)),
         notify,
+        notify_recovery: recovered_after.is_some(),
+        recovered_after,
+        recovered_from,
     })
 }
 

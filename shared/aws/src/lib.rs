@@ -1,17 +1,22 @@
 //! AWS adapters for Stevedore's domain ports: ECS ([`EcsTaskRunner`]),
 //! DynamoDB ([`DynamoDbRunStore`]), SNS ([`SnsNotifier`]) and Step Functions
-//! ([`SfnTaskTokens`]). Endpoints come only from the standard
+//! ([`SfnTaskTokens`]), CloudWatch Logs ([`CloudWatchLogSource`]) and
+//! Secrets Manager ([`SecretsManagerSource`]). Endpoints come only from the standard
 //! `AWS_ENDPOINT_URL*` variables that `aws-config` reads.
 
 pub mod attr;
 pub mod dynamodb;
 pub mod ecs;
 pub mod errors;
+pub mod logs;
+pub mod secrets;
 pub mod sfn;
 pub mod sns;
 
 pub use dynamodb::DynamoDbRunStore;
 pub use ecs::{EcsSettings, EcsTaskRunner};
+pub use logs::CloudWatchLogSource;
+pub use secrets::SecretsManagerSource;
 pub use sfn::SfnTaskTokens;
 pub use sns::SnsNotifier;
 

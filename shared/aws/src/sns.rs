@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
 use serde_json::json;
-use stevedore_domain::alert::Alert;
+use stevedore_domain::alert::{Alert, AlertKind};
 use stevedore_domain::ports::Notifier;
 use stevedore_domain::{Error, Result};
 use tracing::{info, instrument};
@@ -83,7 +83,7 @@ impl Notifier for SnsNotifier {
             .message(render(alert))
             .message_structure("json")
             .message_attributes("job", attribute(&alert.job)?)
-            .message_attributes("status", attribute("FAILED")?)
+            .message_attributes("status", attribute(status_of(alert))?)
             .message_attributes("failureClass", attribute(alert.class.as_str())?)
             .message_attributes("severity", attribute(alert.severity.as_str())?)
             .send()
@@ -92,6 +92,14 @@ impl Notifier for SnsNotifier {
         let id = out.message_id().unwrap_or_default().to_string();
         info!(message_id = %id, "alert published");
         Ok(id)
+    }
+}
+
+/// The `status` attribute subscriptions filter on.
+fn status_of(alert: &Alert) -> &'static str {
+    match alert.kind {
+        AlertKind::Failure => "FAILED",
+        AlertKind::Recovery => "RECOVERED",
     }
 }
 

@@ -194,6 +194,12 @@ pub struct StepRef {
     pub error: Option<String>,
     #[serde(default)]
     pub cause: Option<String>,
+    /// Failed runs before this successful one (a recovery notice is due).
+    #[serde(default)]
+    pub recovered_after: Option<u32>,
+    /// The failure class of the last of those runs.
+    #[serde(default)]
+    pub recovered_from: Option<crate::FailureClass>,
 }
 
 /// What a step after launch reads from the state machine's state: the
@@ -325,6 +331,47 @@ pub fn parse_input<T: serde::de::DeserializeOwned>(
     serde_json::from_value(value)
         .map_err(|e| crate::Error::invalid_input(format!("the {what} input is not usable: {e}")))
 }
+
+/// How many of the job's executions before `run`'s failed in a row, and
+/// the failure class of the newest of them: what a recovery notice says.
+/// An execution counts by its last attempt; skipped and unfinished
+/// executions are passed over; the first success ends the count. Looks at
+/// the newest `RECOVERY_LOOKBACK` runs.
+pub async fn failures_before(
+    runs: &dyn RunStore,
+    run: &RunRecord,
+) -> Result<(u32, Option<crate::FailureClass>)> {
+    let recent = runs
+        .list_runs(&crate::run::RunQuery {
+            job: run.job.clone(),
+            status: None,
+            limit: RECOVERY_LOOKBACK,
+        })
+        .await?;
+    let mut seen = std::collections::BTreeSet::new();
+    seen.insert(run.execution.id.clone());
+    let (mut failed, mut last_class) = (0, None);
+    for r in recent.iter().filter(|r| r.created_at <= run.created_at) {
+        // Newest first: the first run of an execution seen is its last attempt.
+        if !seen.insert(r.execution.id.clone()) {
+            continue;
+        }
+        match r.status {
+            RunStatus::Succeeded => break,
+            RunStatus::Failed | RunStatus::Cancelled => {
+                failed += 1;
+                if last_class.is_none() {
+                    last_class = r.outcome.as_ref().and_then(|o| o.class);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((failed, last_class))
+}
+
+/// Runs [`failures_before`] reads.
+pub const RECOVERY_LOOKBACK: u32 = 100;
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,7 @@
 //! No AWS SDK and no Lambda runtime here.
 
 pub mod alert;
+pub mod console;
 pub mod cost;
 pub mod duration;
 pub mod error;
@@ -12,7 +13,9 @@ pub mod lifecycle;
 #[cfg(any(test, feature = "mocks"))]
 pub mod memory;
 pub mod ports;
+pub mod redact;
 pub mod run;
+pub mod slack;
 pub mod spec;
 pub mod task;
 

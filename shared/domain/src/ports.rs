@@ -9,6 +9,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::alert::Alert;
+use crate::console::LogStreamRef;
 use crate::error::Result;
 use crate::run::{ChangeOutcome, CreateOutcome, RunChange, RunQuery, RunRecord, SlotGrant};
 use crate::spec::{Capacity, JobSpec, NetworkSpec};
@@ -110,10 +111,19 @@ pub trait Notifier: Send + Sync {
     async fn publish(&self, alert: &Alert) -> Result<String>;
 }
 
+/// The end of a run's log, and where the whole log is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogTail {
+    /// Oldest first, as the job wrote them (not yet redacted).
+    pub lines: Vec<String>,
+    /// The CloudWatch Logs stream, when the log lives there.
+    pub stream: Option<LogStreamRef>,
+}
+
 #[async_trait]
 pub trait LogSource: Send + Sync {
-    /// The last `lines` lines of the job container's log, oldest first.
-    async fn tail(&self, run: &RunRecord, lines: usize) -> Result<Vec<String>>;
+    /// The last `lines` lines of the job container's log.
+    async fn tail(&self, run: &RunRecord, lines: usize) -> Result<LogTail>;
 }
 
 /// No logs: for deployments without a log source.
@@ -121,9 +131,35 @@ pub struct NoLogs;
 
 #[async_trait]
 impl LogSource for NoLogs {
-    async fn tail(&self, _run: &RunRecord, _lines: usize) -> Result<Vec<String>> {
-        Ok(Vec::new())
+    async fn tail(&self, _run: &RunRecord, _lines: usize) -> Result<LogTail> {
+        Ok(LogTail::default())
     }
+}
+
+/// A secret value. Its `Debug` does not show it, so it cannot end up in a
+/// log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    /// The current value of the secret `id` (an ARN or a name).
+    async fn secret(&self, id: &str) -> Result<Secret>;
 }
 
 pub trait Clock: Send + Sync {
