@@ -29,7 +29,7 @@ say "checkov"
 say "sam build (cargo lambda build --release --arm64 per function)"
 sam build --beta-features --template template.yaml
 missing=0
-for fn in LaunchRunFunction WatchTaskFunction TaskEventsFunction RecordRunFunction NotifyFailureFunction ReapExecutionFunction; do
+for fn in LaunchRunFunction WatchTaskFunction TaskEventsFunction RecordRunFunction NotifyFailureFunction ReapExecutionFunction SlackNotifierFunction; do
   if [ -f ".aws-sam/build/$fn/bootstrap" ]; then
     printf '  %-24s bootstrap %s bytes\n' "$fn" "$(stat -c %s ".aws-sam/build/$fn/bootstrap")"
   else

@@ -310,3 +310,46 @@ async fn a_second_run_of_a_busy_job_is_skipped_and_its_execution_succeeds() {
     assert_eq!(statuses, vec![RunStatus::Skipped, RunStatus::Succeeded]);
     assert_eq!(w.runner.launches().len(), 1, "no task for the skipped run");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_opted_in_gets_a_recovery_notice_through_the_state_machine() {
+    let calls = Arc::new(Mutex::new(0));
+    let c = calls.clone();
+    // Two failed executions, then two successful ones.
+    let w = world(Arc::new(move |_| {
+        let mut n = c.lock().unwrap();
+        *n += 1;
+        SimOutcome::exits(Duration::from_secs(60), if *n <= 2 { 3 } else { 0 })
+    }));
+    let s = spec(json!({"notify": {"onFailure": true, "onRecovery": true}}));
+    for name in ["f1", "f2"] {
+        let out = w.plane.run_job(s.clone(), name).await;
+        assert_eq!(out.error.as_deref(), Some("ExitedNonZero"));
+    }
+    let out = w.plane.run_job(s.clone(), "ok1").await;
+    assert_eq!(out.status, Status::Succeeded, "{out:#?}");
+    let states: Vec<&str> = out
+        .history
+        .iter()
+        .filter(|e| e.kind.ends_with("StateEntered"))
+        .filter_map(|e| e.state.as_deref())
+        .collect();
+    assert_eq!(
+        &states[3..],
+        ["Retry or finish?", "Notify recovery", "Job succeeded"]
+    );
+    let sent = w.notifier.sent();
+    assert_eq!(sent.len(), 3, "two failure alerts and one recovery notice");
+    assert_eq!(sent[2].headline(), "orders recovered after 2 failed runs");
+    assert!(w
+        .printed
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|p| p.starts_with("RECOVERED  [Stevedore] orders recovered after 2 failed runs")));
+
+    // The next success is no recovery: five states, no notice.
+    let out = w.plane.run_job(s, "ok2").await;
+    assert_eq!(transitions(&out), 5);
+    assert_eq!(w.notifier.sent().len(), 3);
+}

@@ -18,7 +18,12 @@ use stevedore_aws::{DynamoDbRunStore, EcsSettings, EcsTaskRunner, SfnTaskTokens,
 use stevedore_domain::ports::{TaskTokens, TokenDelivery};
 use stevedore_domain::Result;
 
+pub mod world;
+
 pub const REGION: &str = "us-east-1";
+
+/// The log group the fixture's task definition sends its container log to.
+pub const JOB_LOG_GROUP: &str = "/stevedore/it/jobs";
 
 /// The endpoint in `var`, or a loud failure saying how to run the tests.
 /// `STEVEDORE_SKIP_EMULATOR_TESTS=1` skips instead, saying so.
@@ -116,6 +121,15 @@ impl EcsFixture {
                     // moto wants a memory setting on each container.
                     .memory(2048)
                     .essential(true)
+                    .log_configuration(
+                        aws_sdk_ecs::types::LogConfiguration::builder()
+                            .log_driver(aws_sdk_ecs::types::LogDriver::Awslogs)
+                            .options("awslogs-group", JOB_LOG_GROUP)
+                            .options("awslogs-region", REGION)
+                            .options("awslogs-stream-prefix", "etl")
+                            .build()
+                            .expect("log configuration"),
+                    )
                     .build(),
             )
             .send()
@@ -179,6 +193,47 @@ impl EcsFixture {
             "moto stop-task: {}",
             resp.status()
         );
+    }
+
+    /// Writes `lines` to the task's log stream (`etl/app/<task id>` in
+    /// [`JOB_LOG_GROUP`]), as the awslogs driver would.
+    pub async fn write_job_log(&self, task_arn: &str, lines: &[String]) -> String {
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&self.sdk);
+        let _ = logs
+            .create_log_group()
+            .log_group_name(JOB_LOG_GROUP)
+            .send()
+            .await;
+        let stream = format!(
+            "etl/app/{}",
+            task_arn.rsplit('/').next().unwrap_or_default()
+        );
+        logs.create_log_stream()
+            .log_group_name(JOB_LOG_GROUP)
+            .log_stream_name(&stream)
+            .send()
+            .await
+            .expect("create log stream");
+        let start = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+        let events: Vec<_> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                    .timestamp(start + i as i64)
+                    .message(l)
+                    .build()
+                    .expect("log event")
+            })
+            .collect();
+        logs.put_log_events()
+            .log_group_name(JOB_LOG_GROUP)
+            .log_stream_name(&stream)
+            .set_log_events(Some(events))
+            .send()
+            .await
+            .expect("put log events");
+        stream
     }
 
     /// The raw DescribeTasks JSON of a task, as the SDK sees it.

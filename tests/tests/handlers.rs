@@ -1,89 +1,12 @@
 //! Handler decisions on in-memory ports: Spot fallback, attempt-level retry,
 //! MISSING tasks, bad input. (The emulator tests cover the AWS path.)
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
-use stevedore_domain::cost::PriceTable;
-use stevedore_domain::memory::{FakeTaskRunner, ManualClock, MemoryRunStore, RecordingTaskTokens};
 use stevedore_domain::ports::RunStore;
 use stevedore_domain::spec::Capacity;
-use stevedore_domain::task::{ContainerState, TaskDescription};
 use stevedore_domain::{Error, FailureClass, RunStatus};
-use time::macros::datetime;
+use stevedore_integration_tests::world::MemoryWorld as World;
 use time::Duration;
-
-struct World {
-    tasks: Arc<FakeTaskRunner>,
-    store: Arc<MemoryRunStore>,
-    tokens: Arc<RecordingTaskTokens>,
-    clock: Arc<ManualClock>,
-}
-
-impl World {
-    fn new() -> World {
-        World {
-            tasks: Arc::new(FakeTaskRunner::default()),
-            store: Arc::new(MemoryRunStore::new()),
-            tokens: Arc::new(RecordingTaskTokens::default()),
-            clock: Arc::new(ManualClock::new(datetime!(2026-11-24 06:00:00 UTC))),
-        }
-    }
-    fn launch_deps(&self) -> launch_run::Deps {
-        launch_run::Deps {
-            tasks: self.tasks.clone(),
-            runs: self.store.clone(),
-            clock: self.clock.clone(),
-            config: launch_run::Config::default(),
-        }
-    }
-    fn watch_deps(&self) -> watch_task::Deps {
-        watch_task::Deps {
-            tasks: self.tasks.clone(),
-            runs: self.store.clone(),
-            tokens: self.tokens.clone(),
-            clock: self.clock.clone(),
-            config: watch_task::Config::default(),
-        }
-    }
-    fn record_deps(&self) -> record_run::Deps {
-        record_run::Deps {
-            runs: self.store.clone(),
-            clock: self.clock.clone(),
-            prices: PriceTable::builtin(),
-            region: "eu-west-1".into(),
-        }
-    }
-    async fn launch(
-        &self,
-        spec: Value,
-        attempt: u32,
-        capacity: Option<&str>,
-    ) -> Result<launch_run::LaunchOutput, Error> {
-        let mut input = json!({
-            "spec": spec,
-            "execution": {"id": "arn:aws:states:eu-west-1:1:execution:run-job:e1", "name": "e1", "startTime": "2026-11-24T06:00:00Z"},
-            "attempt": attempt
-        });
-        if let Some(c) = capacity {
-            input["capacity"] = json!(c);
-        }
-        launch_run::function_handler(&self.launch_deps(), input).await
-    }
-    fn stop(&self, task_arn: &str, stop_code: &str, exit: Option<i32>) {
-        self.tasks.set_task(TaskDescription {
-            task_arn: task_arn.into(),
-            last_status: "STOPPED".into(),
-            stop_code: Some(stop_code.into()),
-            containers: vec![ContainerState {
-                name: "app".into(),
-                exit_code: exit,
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-    }
-}
 
 fn spec(extra: Value) -> Value {
     let mut s = json!({"job": "orders", "taskDefinition": "etl:3", "container": "app"});
@@ -210,7 +133,7 @@ async fn a_failed_launch_is_recorded_from_the_caught_error() {
     let err = w.launch(s.clone(), 1, None).await.unwrap_err();
     let caught = json!({
         "spec": s,
-        "execution": {"id": "arn:aws:states:eu-west-1:1:execution:run-job:e1", "name": "e1", "startTime": "2026-11-24T06:00:00Z"},
+        "execution": World::execution("e1"),
         "attempt": 1,
         "error": {"Error": err.class.as_str(), "Cause": json!({"errorType": err.class.as_str(), "errorMessage": err.message}).to_string()}
     });

@@ -69,7 +69,7 @@ impl Plane {
             notify: notify_failure::Deps {
                 runs: store.clone(),
                 notifier: alerts.notifier.clone(),
-                logs: Arc::new(stevedore_domain::ports::NoLogs),
+                logs: Arc::new(stevedore_aws::CloudWatchLogSource::from_sdk(&ecs.sdk)),
             },
             reap: reap_execution::Deps {
                 tasks: runner,
@@ -252,6 +252,16 @@ async fn when_the_container_exits_3_the_run_fails_with_its_exit_code_and_an_aler
         "the slot is free after the final attempt"
     );
 
+    // The job's log in CloudWatch Logs (moto), where the task definition's
+    // awslogs settings say it is: 30 lines, one with a credential.
+    let mut log: Vec<String> = (1..=29).map(|i| format!("processing batch {i}")).collect();
+    log.insert(
+        25,
+        "connecting with password=hunter2 to the warehouse".into(),
+    );
+    log.push("ValueError: order 7731 has no customer_id".into());
+    let stream = p.ecs.write_job_log(&task_arn, &log).await;
+
     let notified = notify_failure::function_handler(&p.notify, json!({"runId": launched.run_id}))
         .await
         .expect("notify-failure");
@@ -266,6 +276,37 @@ async fn when_the_container_exits_3_the_run_fails_with_its_exit_code_and_an_aler
     assert_eq!(alert.exit_code, Some(3));
     assert_eq!(alert.run_id.as_deref(), Some(launched.run_id.as_str()));
     assert_eq!(alert.task_arn.as_deref(), Some(task_arn.as_str()));
+    // The last 20 lines, newest last, the credential redacted; the stream linked.
+    assert_eq!(alert.log_tail.len(), 20, "{:?}", alert.log_tail);
+    assert_eq!(
+        alert.log_tail[0], "processing batch 12",
+        "31 lines written: the first 11 are dropped"
+    );
+    assert_eq!(
+        alert.log_tail.last().unwrap(),
+        "ValueError: order 7731 has no customer_id"
+    );
+    assert!(alert
+        .log_tail
+        .contains(&"connecting with password=[REDACTED] to the warehouse".to_string()));
+    assert!(!envelope.to_string().contains("hunter2"));
+    let located = alert.log_stream.clone().expect("log stream located");
+    assert_eq!(
+        (
+            located.group.as_str(),
+            located.stream.as_str(),
+            located.region.as_str()
+        ),
+        (
+            stevedore_integration_tests::JOB_LOG_GROUP,
+            stream.as_str(),
+            REGION
+        )
+    );
+    assert!(alert
+        .links
+        .iter()
+        .any(|l| l.label == "Log stream" && l.url.contains("log-events/etl$252Fapp$252F")));
     assert!(envelope["Subject"]
         .as_str()
         .unwrap_or_default()

@@ -3,8 +3,7 @@ use std::sync::Arc;
 use lambda_runtime::{service_fn, LambdaEvent};
 use notify_failure::{function_handler, Deps};
 use serde_json::Value;
-use stevedore_aws::{DynamoDbRunStore, SnsNotifier};
-use stevedore_domain::ports::NoLogs;
+use stevedore_aws::{CloudWatchLogSource, DynamoDbRunStore, SnsNotifier};
 use stevedore_lambda::{config_or_exit, init_logging, LambdaError};
 
 #[tokio::main]
@@ -14,7 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = Deps {
         runs: Arc::new(config_or_exit(DynamoDbRunStore::from_env(&sdk))),
         notifier: Arc::new(config_or_exit(SnsNotifier::from_env(&sdk))),
-        logs: Arc::new(NoLogs),
+        logs: Arc::new(CloudWatchLogSource::from_sdk(&sdk)),
     };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -209,11 +209,10 @@ impl Alert {
             max_attempts: run.max_attempts,
             class: last_class,
             explanation: format!(
-                "{} recovered after {failed_runs} failed {runs} (the last failed with {last_class}).",
-                run.job
+                "This run succeeded after {failed_runs} failed {runs}; the last of them failed with {last_class}."
             ),
             hint: None,
-            message: format!("{} succeeded.", run.run_id),
+            message: "No action needed.".into(),
             severity: Severity::Info,
             recovered_after: Some(failed_runs),
             exit_code: run.outcome.as_ref().and_then(|o| o.exit_code),
@@ -374,13 +373,13 @@ impl Alert {
         let mut out = String::new();
         out.push_str(&self.headline());
         out.push_str("\n\n");
-        out.push_str(&self.explanation);
-        out.push('\n');
+        out.push_str(&wrap(&self.explanation, EMAIL_WIDTH));
         if let Some(h) = &self.hint {
-            out.push_str(&format!("What to do: {h}\n"));
+            out.push_str(&wrap(&format!("What to do: {h}"), EMAIL_WIDTH));
         }
         if !self.message.is_empty() {
-            out.push_str(&format!("\n{}\n", self.message));
+            out.push('\n');
+            out.push_str(&wrap(&self.message, EMAIL_WIDTH));
         }
         out.push('\n');
         let width = 16;
@@ -429,6 +428,32 @@ impl Alert {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
+}
+
+/// Prose in emails wraps here; values that cannot break (URLs, ARNs) do not.
+const EMAIL_WIDTH: usize = 76;
+
+/// Wraps `text` at word boundaries to `width` characters per line; each
+/// line ends with a newline. Words longer than a line stay whole.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    for paragraph in text.lines() {
+        let mut line = String::new();
+        for word in paragraph.split_whitespace() {
+            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+                out.push_str(&line);
+                out.push('\n');
+                line.clear();
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 fn links(
@@ -605,5 +630,17 @@ mod tests {
         assert!(text.contains("retry.maxAttempts"));
         let back: Alert = serde_json::from_value(a.to_json()).unwrap();
         assert_eq!(back, a);
+    }
+
+    #[test]
+    fn email_prose_wraps_but_urls_stay_whole() {
+        let url = format!("https://example.com/{}", "x".repeat(100));
+        let text = wrap(&format!("{} {url} end", "word ".repeat(40)), 76);
+        assert!(
+            text.lines().all(|l| l.chars().count() <= 76 || l == url),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l == url));
+        assert!(text.ends_with("end\n"));
     }
 }

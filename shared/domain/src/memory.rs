@@ -166,7 +166,7 @@ impl TaskRunner for FakeTaskRunner {
         }
         // Same token, same task: like ECS's clientToken.
         let task_arn = format!(
-            "arn:aws:ecs:us-east-1:000000000000:task/test/{}",
+            "arn:aws:ecs:us-east-1:123456789012:task/data-jobs/{}",
             &launch.client_token[..32.min(launch.client_token.len())]
         );
         let task = TaskDescription {
