@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks what `sam deploy` would deploy, with the real tools, offline:
 # asl-validator on every state machine (and on a broken one, which must fail),
-# sam validate --lint, cfn-lint, checkov (zero failed checks), and sam build
+# sam validate --lint, cfn-lint, checkov (zero failed checks) on template.yaml
+# and on the job template jobs/job.yaml, and sam build
 # (cargo-lambda builds of every function, arm64), leaving a bootstrap each.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -18,13 +19,16 @@ if "$asl_validator" --silent --json-path tests/fixtures/broken-next.asl.json; th
   die "asl-validator accepted a definition whose Next points nowhere"
 fi
 
-say "sam validate --lint"
-sam validate --lint --template template.yaml
-say "cfn-lint"
-cfn-lint template.yaml
-say "checkov"
-"$CHECKOV_VENV/bin/checkov" --file template.yaml --framework cloudformation --skip-download --compact --quiet
-# checkov exits non-zero on any failed check; skips carry a written reason in the template.
+# The control plane and the per-job template it nests (jobs/job.yaml).
+for template in template.yaml jobs/job.yaml; do
+  say "sam validate --lint $template"
+  sam validate --lint --template "$template"
+  say "cfn-lint $template"
+  cfn-lint "$template"
+  say "checkov $template"
+  "$CHECKOV_VENV/bin/checkov" --file "$template" --framework cloudformation --skip-download --compact --quiet
+  # checkov exits non-zero on any failed check; skips carry a written reason in the template.
+done
 
 say "sam build (cargo lambda build --release --arm64 per function)"
 sam build --beta-features --template template.yaml

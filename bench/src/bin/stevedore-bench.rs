@@ -408,6 +408,10 @@ fn coldstart(args: &[String], runs: usize) {
             "ALERTS_TOPIC_ARN",
             "arn:aws:sns:us-east-1:123456789012:alerts",
         ),
+        (
+            "SLACK_WEBHOOK_SECRET_ARN",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:slack-AbCdEf",
+        ),
     ];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
