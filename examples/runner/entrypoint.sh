@@ -86,16 +86,24 @@ fi
 # its exit code becomes the container's.
 "$@" &
 child=$!
-forward() { kill -s "$1" "$child" 2>/dev/null; }
+signalled=0
+forward() { signalled=1; kill -s "$1" "$child" 2>/dev/null; }
 trap 'forward TERM' TERM
 trap 'forward INT' INT
 trap 'forward HUP' HUP
-status=0
+status=""
 while :; do
+  signalled=0
   wait "$child"
-  status=$?
-  # `wait` returns early (status > 128) when a trapped signal arrives; keep
-  # waiting until the application itself has exited.
-  kill -0 "$child" 2>/dev/null || break
+  rc=$?
+  # After an interrupted wait, the application's status may already have
+  # been collected: `wait` then answers 127 and the last status stands.
+  if [ "$rc" = 127 ] && [ -n "$status" ] && ! kill -0 "$child" 2>/dev/null; then
+    break
+  fi
+  status=$rc
+  # A forwarded signal interrupts `wait` (status 128+n) before the
+  # application has exited: wait again for the application's own status.
+  [ "$signalled" = 1 ] || break
 done
 exit "$status"
