@@ -20,7 +20,7 @@ use stevedore_bench::{
 use stevedore_domain::memory::{
     FakeTaskRunner, ManualClock, MemoryRunStore, RecordingNotifier, RecordingTaskTokens,
 };
-use stevedore_domain::ports::{NoLogs, RunStore};
+use stevedore_domain::ports::{LogSource, LogTail, RunStore};
 use stevedore_domain::task::{ContainerState, TaskDescription};
 use stevedore_local::{
     ConsoleNotifier, LocalClock, LocalPlane, PlaneConfig, ProcessSettings, ProcessTaskRunner,
@@ -137,6 +137,29 @@ extern "C" {
     fn clock_gettime(clk: i32, ts: *mut libc_timespec) -> i32;
 }
 
+/// A job log's last 20 lines, one carrying a credential: what notify-failure
+/// redacts and renders on every alert.
+struct TwentyLines;
+
+#[async_trait::async_trait]
+impl LogSource for TwentyLines {
+    async fn tail(
+        &self,
+        _run: &stevedore_domain::run::RunRecord,
+        lines: usize,
+    ) -> stevedore_domain::Result<LogTail> {
+        let mut out: Vec<String> = (0..lines.saturating_sub(2))
+            .map(|i| format!("2026-11-24 06:{:02}:00 INFO ingest.orders: loaded batch {i} (5000 rows) from s3://acme-raw/orders/2026-11-23/part-{i:04}.parquet", i % 60))
+            .collect();
+        out.push("2026-11-24 06:15:02 INFO connecting to postgres://etl:Tr0ub4dor3@warehouse.internal:5432/raw".into());
+        out.push("ValueError: order 7731 has no customer_id".into());
+        Ok(LogTail {
+            lines: out,
+            stream: None,
+        })
+    }
+}
+
 fn handlers(iterations: u64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -152,7 +175,8 @@ fn handlers(iterations: u64) {
         let watch = watch_task::Deps { tasks: tasks.clone(), runs: store.clone(), tokens: tokens.clone(), clock: clock.clone(), config: watch_task::Config::default() };
         let events = task_events::Deps { runs: store.clone(), tokens: tokens.clone() };
         let record = record_run::Deps { runs: store.clone(), clock: clock.clone(), prices: stevedore_domain::cost::PriceTable::builtin(), region: "us-east-1".into() };
-        let notify = notify_failure::Deps { runs: store.clone(), notifier: Arc::new(RecordingNotifier::default()), logs: Arc::new(NoLogs) };
+        let notifier = Arc::new(RecordingNotifier::default());
+        let notify = notify_failure::Deps { runs: store.clone(), notifier: notifier.clone(), logs: Arc::new(TwentyLines) };
         let spec = json!({"job": "orders-ingest", "taskDefinition": "etl:3", "container": "app", "command": ["python", "-m", "ingest"], "environment": {"TARGET_SCHEMA": "raw"}, "timeout": "45m", "retry": {"maxAttempts": 1}});
         let mut samples: BTreeMap<&str, f64> = BTreeMap::new();
         let mut add = |name: &'static str, secs: f64| *samples.entry(name).or_default() += secs;
@@ -189,8 +213,31 @@ fn handlers(iterations: u64) {
             add("record-run", cpu_seconds() - t);
             let t = cpu_seconds();
             notify_failure::function_handler(&notify, json!({"runId": out.run_id})).await.expect("notify");
-            add("notify-failure", cpu_seconds() - t);
+            add("notify-failure (alert with a 20-line log tail)", cpu_seconds() - t);
+            // slack-notifier's own work: the SNS message to a Block Kit message.
+            let alert = notifier.alerts.lock().expect("alerts").pop().expect("an alert").to_json().to_string();
+            let t = cpu_seconds();
+            let message = slack_notifier::slack_message_for(Some("subject"), &alert);
+            add("slack-notifier (Block Kit from the SNS message)", cpu_seconds() - t);
+            assert!(message["blocks"].is_array());
         }
+        // The worst case for redaction: every line of the tail carries a credential.
+        let credentials: Vec<String> = (0..20)
+            .map(|i| match i % 5 {
+                0 => format!("export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPL{}", i % 10),
+                1 => format!("connecting to postgres://etl:pw{i}@db.internal:5432/raw"),
+                2 => format!("retrying login with password=hunter{i}"),
+                3 => format!("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.{i}.sig"),
+                _ => format!("posting to https://hooks.slack.com/services/T0/B0/x{i}"),
+            })
+            .collect();
+        let t = cpu_seconds();
+        for _ in 0..iterations {
+            for line in &credentials {
+                std::hint::black_box(stevedore_domain::redact::redact(line));
+            }
+        }
+        add("redaction of 20 lines that all carry a credential (worst case)", cpu_seconds() - t);
         println!("| handler | CPU time per invocation (mean of {iterations}) |");
         println!("|---|---:|");
         for (name, total) in samples {

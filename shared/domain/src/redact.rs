@@ -16,35 +16,47 @@ use regex_lite::{Captures, Regex};
 pub const REDACTED: &str = "[REDACTED]";
 
 struct Rule {
+    /// A cheap test on the lowercased text: without it the pattern cannot
+    /// match, so the (much slower) regex is not run. Most log lines pass
+    /// no test at all.
+    applies: fn(&str) -> bool,
     re: Regex,
     replace: fn(&Captures) -> String,
 }
 
+/// Words a credential-like key contains (lowercase).
+const KEY_WORDS: &[&str] = &["pass", "pwd", "token", "secret", "key", "credential"];
+
 fn rules() -> &'static [Rule] {
     static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
     RULES.get_or_init(|| {
-        let rule = |pattern: &str, replace: fn(&Captures) -> String| Rule {
+        let rule = |applies: fn(&str) -> bool, pattern: &str, replace: fn(&Captures) -> String| Rule {
+            applies,
             re: Regex::new(pattern).expect("redaction patterns are valid"),
             replace,
         };
         vec![
             // Slack incoming webhooks (and workflow triggers): the path is the credential.
             rule(
+                |l| l.contains("hooks.slack"),
                 r"(?i)(https?://hooks\.slack(?:-gov)?\.com/)(?:services|workflows|triggers)/[A-Za-z0-9/_\-]+",
                 |c| format!("{}{REDACTED}", &c[1]),
             ),
             // user:password@ in any URL.
             rule(
+                |l| l.contains("://") && l.contains('@'),
                 r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*):[^@\s/]+@",
                 |c| format!("{}:{REDACTED}@", &c[1]),
             ),
             // Authorization: Bearer/Basic/token <credential>.
             rule(
+                |l| l.contains("bearer") || l.contains("basic"),
                 r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9\-._~+/]+=*",
                 |c| format!("{}{}{REDACTED}", &c[1], &c[2]),
             ),
             // key=value, key: value, "key": "value" for credential-like keys.
             rule(
+                |l| (l.contains('=') || l.contains(':')) && KEY_WORDS.iter().any(|k| l.contains(k)),
                 r#"(?i)([A-Za-z0-9_\-.]*(?:password|passwd|pwd|token|secret|api[_\-]?key|access[_\-]?key|private[_\-]?key|credentials?)[A-Za-z0-9_\-.]*"?\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s,;&"'}]+)"#,
                 |c| {
                     let value = &c[2];
@@ -57,13 +69,13 @@ fn rules() -> &'static [Rule] {
                 },
             ),
             // AWS access key ids (long-term and temporary).
-            rule(r"\b((?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16})\b", |c| {
+            rule(|l| ["akia", "asia", "abia", "acca"].iter().any(|p| l.contains(p)), r"\b((?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16})\b", |c| {
                 format!("{}{REDACTED}", &c[1][..4])
             }),
             // Slack tokens.
-            rule(r"\bxox[abposr]-[A-Za-z0-9\-]{8,}", |_| REDACTED.to_string()),
+            rule(|l| l.contains("xox"), r"\bxox[abposr]-[A-Za-z0-9\-]{8,}", |_| REDACTED.to_string()),
             // GitHub tokens (a runner image clones private repositories with them).
-            rule(r"\bgh[pousr]_[A-Za-z0-9]{30,}", |_| REDACTED.to_string()),
+            rule(|l| l.contains("gh") && l.contains('_'), r"\bgh[pousr]_[A-Za-z0-9]{30,}", |_| REDACTED.to_string()),
         ]
     })
 }
@@ -71,8 +83,11 @@ fn rules() -> &'static [Rule] {
 /// `text` with every credential this module knows replaced by [`REDACTED`].
 pub fn redact(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
+    let lower = text.to_ascii_lowercase();
     for rule in rules() {
-        if rule.re.is_match(&out) {
+        // Replacements only ever remove matches, so the test on the
+        // original text stays valid for what later rules see.
+        if (rule.applies)(&lower) && rule.re.is_match(&out) {
             let replaced = rule.re.replace_all(&out, |c: &Captures| (rule.replace)(c));
             out = Cow::Owned(replaced.into_owned());
         }
