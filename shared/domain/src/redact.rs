@@ -158,6 +158,20 @@ mod tests {
     }
 
     #[test]
+    fn the_cheap_tests_do_not_skip_upper_or_mixed_case() {
+        for (line, secret) in [
+            ("DB_PASSWORD=hunter2", "hunter2"),
+            ("authorization: BEARER abc123def456", "abc123def456"),
+            ("HTTPS://HOOKS.SLACK.COM/services/T1/B2/zzz", "T1/B2/zzz"),
+            ("Api-Key: k-998877", "k-998877"),
+            ("FTP://Admin:Secr3t@files.example", "Secr3t"),
+        ] {
+            let out = redact(line);
+            assert!(!out.contains(secret), "{line} -> {out}");
+        }
+    }
+
+    #[test]
     fn the_rest_of_the_line_stays_readable() {
         assert_eq!(
             redact("postgres://etl:pa55w0rd@db.internal:5432/warehouse"),
