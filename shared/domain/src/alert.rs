@@ -124,7 +124,6 @@ struct Context {
     exit_code: Option<i32>,
     retried_exit_codes: Vec<i32>,
     retried: bool,
-    capacity: Option<String>,
     attempts: u32,
 }
 
@@ -133,23 +132,61 @@ impl Alert {
     pub fn for_run(run: &RunRecord, class: FailureClass, message: &str, log: LogTail) -> Alert {
         let task = run.task.as_ref();
         let spec: Option<JobSpec> = run.job_spec().ok();
-        let exit_code = run.outcome.as_ref().and_then(|o| o.exit_code);
         let ctx = Context {
             memory_mib: task
                 .and_then(|t| t.memory.as_deref())
                 .and_then(|m| m.parse().ok())
                 .or(spec.as_ref().and_then(|s| s.memory)),
             timeout_seconds: spec.as_ref().map(|s| s.timeout),
-            exit_code,
+            exit_code: run.outcome.as_ref().and_then(|o| o.exit_code),
             retried_exit_codes: spec
                 .as_ref()
                 .map(|s| s.retry.exit_codes.clone())
                 .unwrap_or_default(),
             retried: spec.as_ref().is_some_and(|s| s.retry.on.contains(&class)),
-            capacity: Some(run.capacity.as_str().to_string()),
             attempts: run.max_attempts,
         };
         let (explanation, hint) = explain(class, &ctx);
+        let mut alert = Alert::of_run(run, AlertKind::Failure, class, explanation, log);
+        alert.hint = hint;
+        alert.message = redact(message).into_owned();
+        alert
+    }
+
+    /// The notice that `run` succeeded after `failed_runs` failed runs, the
+    /// last of which failed with `last_class`.
+    pub fn recovery(run: &RunRecord, failed_runs: u32, last_class: FailureClass) -> Alert {
+        let runs = if failed_runs == 1 { "run" } else { "runs" };
+        let explanation = format!(
+            "This run succeeded after {failed_runs} failed {runs}; the last of them failed with {last_class}."
+        );
+        let mut alert = Alert::of_run(
+            run,
+            AlertKind::Recovery,
+            last_class,
+            explanation,
+            LogTail::default(),
+        );
+        alert.message = "No action needed.".into();
+        alert.severity = Severity::Info;
+        alert.recovered_after = Some(failed_runs);
+        // A success has nothing to say about how its task stopped.
+        alert.containers.clear();
+        alert.stop_code = None;
+        alert.stopped_reason = None;
+        alert
+    }
+
+    /// What every alert about a run says: the run's facts (texts from the
+    /// task redacted), its log tail, and the console links.
+    fn of_run(
+        run: &RunRecord,
+        kind: AlertKind,
+        class: FailureClass,
+        explanation: String,
+        log: LogTail,
+    ) -> Alert {
+        let task = run.task.as_ref();
         let mut containers = task.map(|t| t.containers.clone()).unwrap_or_default();
         for c in &mut containers {
             if let Some(r) = &mut c.reason {
@@ -157,18 +194,18 @@ impl Alert {
             }
         }
         let mut alert = Alert {
-            kind: AlertKind::Failure,
+            kind,
             job: run.job.clone(),
             run_id: Some(run.run_id.clone()),
             attempt: run.attempt,
             max_attempts: run.max_attempts,
             class,
             explanation,
-            hint,
-            message: redact(message).into_owned(),
+            hint: None,
+            message: String::new(),
             severity: severity_of(class),
             recovered_after: None,
-            exit_code,
+            exit_code: run.outcome.as_ref().and_then(|o| o.exit_code),
             containers,
             stop_code: task.and_then(|t| t.stop_code.clone()),
             stopped_reason: task
@@ -177,7 +214,7 @@ impl Alert {
             started_at: task.and_then(|t| t.started_at),
             stopped_at: task.and_then(|t| t.stopped_at).or(run.finished_at),
             cost_usd: run.cost.as_ref().map(|c| c.usd),
-            capacity: ctx.capacity,
+            capacity: Some(run.capacity.as_str().to_string()),
             task_definition: task
                 .and_then(|t| t.task_definition_arn.as_deref())
                 .map(short_task_definition),
@@ -192,51 +229,6 @@ impl Alert {
             alert.task_arn.as_deref(),
             task.and_then(|t| t.cluster_arn.as_deref()),
             alert.log_stream.as_ref(),
-        );
-        alert
-    }
-
-    /// The notice that `run` succeeded after `failed_runs` failed runs, the
-    /// last of which failed with `last_class`.
-    pub fn recovery(run: &RunRecord, failed_runs: u32, last_class: FailureClass) -> Alert {
-        let runs = if failed_runs == 1 { "run" } else { "runs" };
-        let task = run.task.as_ref();
-        let mut alert = Alert {
-            kind: AlertKind::Recovery,
-            job: run.job.clone(),
-            run_id: Some(run.run_id.clone()),
-            attempt: run.attempt,
-            max_attempts: run.max_attempts,
-            class: last_class,
-            explanation: format!(
-                "This run succeeded after {failed_runs} failed {runs}; the last of them failed with {last_class}."
-            ),
-            hint: None,
-            message: "No action needed.".into(),
-            severity: Severity::Info,
-            recovered_after: Some(failed_runs),
-            exit_code: run.outcome.as_ref().and_then(|o| o.exit_code),
-            containers: Vec::new(),
-            stop_code: None,
-            stopped_reason: None,
-            started_at: task.and_then(|t| t.started_at),
-            stopped_at: task.and_then(|t| t.stopped_at).or(run.finished_at),
-            cost_usd: run.cost.as_ref().map(|c| c.usd),
-            capacity: Some(run.capacity.as_str().to_string()),
-            task_definition: task
-                .and_then(|t| t.task_definition_arn.as_deref())
-                .map(short_task_definition),
-            execution_arn: Some(run.execution.id.clone()),
-            task_arn: run.task_arn.clone(),
-            log_stream: None,
-            links: Vec::new(),
-            log_tail: Vec::new(),
-        };
-        alert.links = links(
-            alert.execution_arn.as_deref(),
-            alert.task_arn.as_deref(),
-            task.and_then(|t| t.cluster_arn.as_deref()),
-            None,
         );
         alert
     }
