@@ -213,12 +213,18 @@ pub struct LocalPlane {
     definition: Definition,
 }
 
+/// Puts something between the engine and the handlers: what the state
+/// machine's Task states call (fault injection in tests and the simulator).
+pub type ResourcesWrapper = Box<dyn FnOnce(Arc<Handlers>) -> Arc<dyn Resources> + Send + Sync>;
+
 pub struct PlaneConfig {
     pub check_interval_seconds: u64,
     pub retention_days: u32,
     pub observer: Option<Observer>,
     /// Where task logs are, for the log tail in alerts.
     pub log_dir: Option<std::path::PathBuf>,
+    /// Wraps the handlers the engine invokes; `None` calls them directly.
+    pub wrap_resources: Option<ResourcesWrapper>,
 }
 
 impl Default for PlaneConfig {
@@ -228,6 +234,7 @@ impl Default for PlaneConfig {
             retention_days: 400,
             observer: None,
             log_dir: None,
+            wrap_resources: None,
         }
     }
 }
@@ -300,7 +307,11 @@ impl LocalPlane {
             },
             tasks,
         });
-        let mut engine = Engine::new(handlers.clone())
+        let resources: Arc<dyn Resources> = match config.wrap_resources {
+            Some(wrap) => wrap(handlers.clone()),
+            None => handlers.clone(),
+        };
+        let mut engine = Engine::new(resources)
             .with_epoch(clock.epoch().0, clock.epoch().1)
             .with_tokens(tokens.clone());
         if let Some(o) = config.observer {

@@ -2,78 +2,17 @@
 //! with the real handlers, on virtual time: tasks are simulated (how long
 //! they run, how they end), everything else is what `stevedore run` uses.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use stevedore_domain::ports::RunStore;
-use stevedore_domain::run::RunQuery;
+use common::{runs, spec, world};
+use serde_json::json;
 use stevedore_domain::{Error, FailureClass, RunStatus};
 use stevedore_engine::{ExecutionOutcome, Status};
-use stevedore_local::tasks::SimScript;
-use stevedore_local::{
-    ConsoleNotifier, LocalClock, LocalPlane, PlaneConfig, SimOutcome, SimulatedTaskRunner,
-    SqliteRunStore,
-};
-use time::macros::datetime;
+use stevedore_local::SimOutcome;
 use tokio::time::Instant;
-
-struct World {
-    plane: LocalPlane,
-    runner: Arc<SimulatedTaskRunner>,
-    store: Arc<SqliteRunStore>,
-    notifier: Arc<ConsoleNotifier>,
-    printed: Arc<Mutex<Vec<String>>>,
-}
-
-fn world(script: SimScript) -> World {
-    let clock = Arc::new(LocalClock::new(datetime!(2026-11-24 06:00:00 UTC)));
-    let runner = Arc::new(SimulatedTaskRunner::new(clock.clone(), script));
-    let store = Arc::new(SqliteRunStore::in_memory().unwrap());
-    let printed = Arc::new(Mutex::new(Vec::new()));
-    let sink = printed.clone();
-    let notifier = Arc::new(ConsoleNotifier::new(
-        Arc::new(move |s: &str| sink.lock().unwrap().push(s.to_string())),
-        None,
-    ));
-    let plane = LocalPlane::new(
-        store.clone(),
-        runner.clone(),
-        notifier.clone(),
-        clock,
-        PlaneConfig::default(),
-    )
-    .unwrap();
-    World {
-        plane,
-        runner,
-        store,
-        notifier,
-        printed,
-    }
-}
-
-fn spec(extra: Value) -> Value {
-    let mut s = json!({"job": "orders", "taskDefinition": "etl", "container": "app", "command": ["python", "-m", "orders"], "timeout": "1h"});
-    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
-        s[k] = v;
-    }
-    s
-}
-
-async fn runs(w: &World) -> Vec<stevedore_domain::run::RunRecord> {
-    let mut r = w
-        .store
-        .list_runs(&RunQuery {
-            job: "orders".into(),
-            status: None,
-            limit: 50,
-        })
-        .await
-        .unwrap();
-    r.sort_by_key(|r| r.attempt);
-    r
-}
 
 fn transitions(out: &ExecutionOutcome) -> usize {
     out.history

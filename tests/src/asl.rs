@@ -26,14 +26,20 @@ const RUNTIME_ERRORS: &[&str] = &[
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ClientExecutionTimeoutException",
     "Lambda.Unknown",
 ];
 
+/// What every Lambda task state must retry: the service's transient errors
+/// (Step Functions' guidance), a client timeout, and `Lambda.Unknown` (a
+/// function timeout or out-of-memory). Every handler is safe to call again.
 const LAMBDA_TRANSIENT: &[&str] = &[
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.Unknown",
 ];
 
 /// Sample outputs of each function, by its placeholder (`LaunchRunFunctionArn`).
@@ -143,6 +149,13 @@ pub fn check(text: &str, substitutions: &BTreeSet<String>, samples: &Samples) ->
                 "placeholder ${{{p}}} has no DefinitionSubstitutions entry"
             ));
         }
+    }
+    match def["TimeoutSeconds"].as_u64() {
+        Some(t) if t == stevedore_domain::budget::EXECUTION_TIMEOUT_SECONDS => {}
+        other => problems.push(format!(
+            "TimeoutSeconds is {other:?}, not {} (stevedore_domain::budget::EXECUTION_TIMEOUT_SECONDS, which the spec parser checks every job against)",
+            stevedore_domain::budget::EXECUTION_TIMEOUT_SECONDS
+        )),
     }
     let all = states(&def);
     let names: BTreeSet<&str> = all.iter().map(|(n, _)| n.as_str()).collect();

@@ -108,18 +108,12 @@ pub struct LaunchOutput {
     pub task_arn: Option<String>,
     pub capacity: Capacity,
     /// Seconds the waiting state waits before polling: the job's timeout
-    /// divided into equal intervals no longer than the check interval, so
-    /// the last wake-up falls on the deadline.
+    /// divided into equal intervals no longer than the check interval (or
+    /// longer, to keep the execution's history bounded), so the last
+    /// wake-up falls on the deadline.
     pub check_seconds: u64,
     pub deadline: String,
     pub message: String,
-}
-
-/// Equal check intervals that end on the deadline.
-pub fn check_seconds(timeout: u64, interval: u64) -> u64 {
-    let interval = interval.max(1);
-    let checks = timeout.div_ceil(interval).max(1);
-    timeout.div_ceil(checks).max(1)
 }
 
 pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput> {
@@ -172,7 +166,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
         status,
         task_arn,
         capacity,
-        check_seconds: check_seconds(spec.timeout, deps.config.check_interval_seconds),
+        check_seconds: spec.check_seconds(deps.config.check_interval_seconds),
         deadline: format_time(deadline),
         message,
     };
@@ -316,22 +310,4 @@ fn skipped_message(outcome: &Option<Outcome>) -> String {
         .as_ref()
         .map(|o| o.message.clone())
         .unwrap_or_else(|| "skipped".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn check_intervals_end_on_the_deadline() {
-        assert_eq!(check_seconds(2700, 300), 300);
-        assert_eq!(check_seconds(2820, 300), 282);
-        assert_eq!(check_seconds(60, 300), 60);
-        assert_eq!(check_seconds(7 * 86_400, 300), 300);
-        for (t, i) in [(2820, 300), (3601, 300), (61, 60), (86_399, 3600)] {
-            let c = check_seconds(t, i);
-            assert!(c <= i);
-            assert!(t.div_ceil(c) * c >= t);
-        }
-    }
 }

@@ -287,7 +287,9 @@ impl Alert {
         }
     }
 
-    /// An email subject: at most 100 characters.
+    /// An email subject, as SNS `Publish` accepts it: printable ASCII, no
+    /// line breaks, fewer than [`MAX_SUBJECT_CHARS`] + 1 characters (the API
+    /// says "less than 100"; a longer one fails the whole Publish).
     pub fn subject(&self) -> String {
         let mut s = format!("[Stevedore] {}", self.headline());
         if self.kind == AlertKind::Failure && self.attempt > 0 {
@@ -296,7 +298,20 @@ impl Alert {
                 self.attempt, self.max_attempts
             ));
         }
-        truncate_chars(&s, 100)
+        let ascii: String = s
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        if ascii.len() <= MAX_SUBJECT_CHARS {
+            return ascii;
+        }
+        format!("{}...", &ascii[..MAX_SUBJECT_CHARS - 3])
     }
 
     /// The facts of the run as label/value pairs, in the order every
@@ -585,6 +600,9 @@ fn severity_of(class: FailureClass) -> Severity {
 }
 
 /// At most `max` characters, the last one `…` when cut.
+/// SNS rejects a `Subject` of 100 characters or more.
+pub const MAX_SUBJECT_CHARS: usize = 99;
+
 pub fn truncate_chars(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
@@ -599,14 +617,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subjects_fit_in_100_characters() {
+    fn subjects_are_ascii_and_shorter_than_100_characters() {
+        // The longest job name a spec accepts, the longest class name, the
+        // largest attempt numbers: SNS wants fewer than 100 characters.
         let job = "j".repeat(64);
         let mut a = Alert::without_run(&job, FailureClass::KilledByInfrastructure, "m", None);
         a.attempt = 10;
         a.max_attempts = 10;
         let s = a.subject();
-        assert!(s.chars().count() <= 100, "{s}");
-        assert!(s.ends_with('…'));
+        assert!(s.len() < 100, "{} characters: {s}", s.len());
+        assert!(s.ends_with("..."), "{s}");
+        assert!(s.chars().all(|c| c.is_ascii_graphic() || c == ' '), "{s}");
+        let mut b = Alert::without_run("orders", FailureClass::OutOfMemory, "m", None);
+        b.kind = AlertKind::Recovery;
+        b.recovered_after = Some(2);
+        assert_eq!(
+            b.subject(),
+            "[Stevedore] orders recovered after 2 failed runs"
+        );
     }
 
     #[test]

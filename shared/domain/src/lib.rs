@@ -3,6 +3,7 @@
 //! No AWS SDK and no Lambda runtime here.
 
 pub mod alert;
+pub mod budget;
 pub mod console;
 pub mod cost;
 pub mod duration;

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::budget;
 use crate::duration::{format_duration, parse_duration};
 use crate::error::{Error, FailureClass};
 
@@ -462,6 +463,7 @@ impl JobSpec {
                 }
             }
         };
+        check_execution_fits(&mut errs, timeout, &retry);
         let tags = errs.opt_string_map(map, "", "tags");
         if tags.len() > MAX_USER_TAGS {
             errs.add(
@@ -532,10 +534,54 @@ impl JobSpec {
 
     /// Seconds to wait before attempt `next_attempt` (2 or more).
     pub fn retry_delay(&self, next_attempt: u32) -> u64 {
-        let exponent = next_attempt.saturating_sub(2) as i32;
-        let delay = self.retry.delay as f64 * self.retry.backoff_rate.powi(exponent);
+        self.retry.delay_before(next_attempt)
+    }
+
+    /// The longest this job's execution can take: every attempt runs to its
+    /// timeout, with the retry delays in between.
+    pub fn worst_case_seconds(&self) -> u64 {
+        self.retry.worst_case_seconds(self.timeout)
+    }
+
+    /// Seconds between polls while an attempt waits, for a configured check
+    /// interval (see [`budget::check_seconds`]).
+    pub fn check_seconds(&self, interval: u64) -> u64 {
+        budget::check_seconds(self.timeout, interval, self.retry.max_attempts)
+    }
+}
+
+impl RetrySpec {
+    /// Seconds to wait before attempt `next_attempt` (2 or more).
+    pub fn delay_before(&self, next_attempt: u32) -> u64 {
+        let exponent = next_attempt.saturating_sub(2).min(64) as i32;
+        let delay = self.delay as f64 * self.backoff_rate.powi(exponent);
         // One hour at most: a longer pause is a schedule, not a retry.
         delay.min(3_600.0).round() as u64
+    }
+
+    fn worst_case_seconds(&self, timeout: u64) -> u64 {
+        let delays = (2..=self.max_attempts).map(|n| self.delay_before(n)).sum();
+        budget::worst_case_seconds(timeout, self.max_attempts, delays)
+    }
+}
+
+/// A spec whose every attempt, run to its timeout, would outlast run-job's
+/// own `TimeoutSeconds` would be cut off by Step Functions: no record, no
+/// alert, and the reaper stopping a healthy task. Refuse it here instead.
+fn check_execution_fits(errs: &mut Errors, timeout: u64, retry: &RetrySpec) {
+    let worst = retry.worst_case_seconds(timeout);
+    if worst > budget::EXECUTION_TIMEOUT_SECONDS {
+        errs.add(
+            "timeout",
+            format!(
+                "with retry.maxAttempts = {} and retry.delay = {}, one execution could take {} ({} per attempt plus retry delays and overheads), longer than run-job's limit of {}: lower `timeout` or `retry.maxAttempts`",
+                retry.max_attempts,
+                format_duration(retry.delay),
+                format_duration(worst),
+                format_duration(timeout),
+                format_duration(budget::EXECUTION_TIMEOUT_SECONDS)
+            ),
+        );
     }
 }
 
@@ -1199,6 +1245,21 @@ mod tests {
         for bad in ["etl:0", "etl:x", "etl python", "arn:aws:s3:::bucket", ""] {
             assert!(check_task_definition(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_worst_spec_accepted_fits_in_one_execution() {
+        let worst = JobSpec::from_value(&json!({
+            "job": "long", "taskDefinition": "etl", "container": "app", "timeout": "7d",
+            "retry": {"maxAttempts": 10, "delay": "1h", "backoffRate": 10, "on": ["ExitedNonZero"]}
+        }))
+        .unwrap();
+        assert!(worst.worst_case_seconds() > 70 * 86_400);
+        assert!(worst.worst_case_seconds() <= budget::EXECUTION_TIMEOUT_SECONDS);
+        // Its polls stay within the history budget, whatever the interval.
+        let checks =
+            u64::from(worst.retry.max_attempts) * worst.timeout.div_ceil(worst.check_seconds(60));
+        assert!(checks <= budget::MAX_CHECKS_PER_EXECUTION + 10, "{checks}");
     }
 
     #[test]
