@@ -114,6 +114,8 @@ fn example_params(job: &Yaml) -> BTreeMap<String, String> {
                 "Subnets" => "subnet-0a1b2c3d,subnet-0e1f2a3b".into(),
                 "SecurityGroups" => "sg-0123456789abcdef0".into(),
                 "LogRetentionDays" => "30".into(),
+                // !Join ["-", ["example", <first group of the stack id's UUID>]]
+                "JobName" => "example-0f1e2d3c".into(),
                 other => panic!("no sample value for the example job's parameter {other}"),
             },
         };
@@ -130,10 +132,10 @@ fn the_example_jobs_schedule_input_is_a_job_spec_launch_run_accepts() {
     let value: serde_json::Value =
         serde_json::from_str(&input).unwrap_or_else(|e| panic!("{e}: {input}"));
     let spec = JobSpec::from_value(&value).unwrap_or_else(|e| panic!("{e}: {input}"));
-    assert_eq!(spec.job, "stevedore-example");
+    assert_eq!(spec.job, "example-0f1e2d3c");
     assert_eq!(
         spec.task_definition,
-        "arn:aws:ecs:eu-west-1:123456789012:task-definition/stevedore-stevedore-example:1"
+        "arn:aws:ecs:eu-west-1:123456789012:task-definition/stevedore-example-0f1e2d3c:1"
     );
     assert_eq!(spec.container.as_deref(), Some("app"));
     assert_eq!(spec.timeout, 600);

@@ -1,0 +1,339 @@
+"""Deploy rules no linter checks, each learnt from what a first real deploy
+would hit. Run by scripts/check-deploy.sh with the tools' Python (cfn-lint's
+YAML loader reads the short-form intrinsics):
+
+    python tests/deploy/check_template.py template.yaml samconfig.toml README.md
+
+1. A template that nests a stack needs CAPABILITY_AUTO_EXPAND in samconfig.toml
+   (and CAPABILITY_IAM / CAPABILITY_NAMED_IAM for roles), or `sam deploy
+   --guided` fails.
+2. A retained resource encrypted with a KMS key keeps its key (and the key's
+   alias): a key pending deletion cannot decrypt what was retained.
+3. A state machine logs to a group under /aws/vendedlogs/states/, and the KMS
+   key of that group lets CloudWatch Logs use it for exactly that group.
+4. Every name built from the stack name fits its service's limit for a stack
+   name as long as the README allows; the README states that limit.
+
+Exit 1 with one line per problem.
+"""
+
+import fnmatch
+import os
+import re
+import sys
+import tomllib
+
+from cfnlint.decode import cfn_yaml
+
+SAMPLE = {
+    "AWS::Partition": "aws",
+    "AWS::Region": "eu-west-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+NESTED = {"AWS::Serverless::Application", "AWS::CloudFormation::Stack"}
+IAM = {"AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::User", "AWS::IAM::Group"}
+STATE_MACHINES = {"AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine"}
+# Service limits on names (AWS documentation of each resource's Name property).
+NAME_LIMITS = {
+    ("AWS::Serverless::StateMachine", "Name"): 80,
+    ("AWS::StepFunctions::StateMachine", "StateMachineName"): 80,
+    ("AWS::KMS::Alias", "AliasName"): 256,
+    ("AWS::Logs::LogGroup", "LogGroupName"): 512,
+    ("AWS::SQS::Queue", "QueueName"): 80,
+    ("AWS::SNS::Topic", "TopicName"): 256,
+    ("AWS::Serverless::Function", "FunctionName"): 64,
+    ("AWS::Lambda::Function", "FunctionName"): 64,
+    ("AWS::Events::Rule", "Name"): 64,
+    ("AWS::Scheduler::Schedule", "Name"): 64,
+    ("AWS::IAM::Role", "RoleName"): 64,
+}
+# CloudFormation's own limit on stack names.
+CFN_STACK_NAME_MAX = 128
+
+
+class Unknown(Exception):
+    """An intrinsic this evaluator cannot know before deploy (GetAtt, ...)."""
+
+
+def evaluate(value, env):
+    """Evaluates the intrinsics that names are built from."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return [evaluate(v, env) for v in value]
+    if not isinstance(value, dict) or len(value) != 1:
+        raise Unknown(repr(value))
+    (fn, arg), = value.items()
+    if fn == "Ref":
+        if arg in env:
+            return env[arg]
+        raise Unknown(f"Ref {arg}")
+    if fn == "Fn::Sub":
+        text, local = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+        scope = dict(env)
+        scope.update({k: evaluate(v, env) for k, v in local.items()})
+
+        def sub(m):
+            name = m.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in scope:
+                return str(scope[name])
+            raise Unknown(f"${{{name}}}")
+
+        return re.sub(r"\$\{([^}]+)\}", sub, text)
+    if fn == "Fn::Join":
+        sep, items = arg
+        return sep.join(str(i) for i in evaluate(items, env))
+    if fn == "Fn::Split":
+        sep, text = arg
+        return evaluate(text, env).split(sep)
+    if fn == "Fn::Select":
+        index, items = arg
+        return evaluate(items, env)[int(evaluate(index, env))]
+    raise Unknown(fn)
+
+
+def environment(template, stack_name):
+    env = dict(SAMPLE)
+    env["AWS::StackName"] = stack_name
+    env["AWS::StackId"] = (
+        f"arn:aws:cloudformation:eu-west-1:123456789012:stack/{stack_name}/"
+        "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    )
+    for name, p in (template.get("Parameters") or {}).items():
+        if "Default" in p:
+            env[name] = p["Default"]
+    return env
+
+
+def refs(value):
+    """Logical ids a value points to (Ref, GetAtt, Sub's ${X} / ${X.Attr})."""
+    out = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "Ref" and isinstance(v, str):
+                out.add(v)
+            elif k == "Fn::GetAtt":
+                out.add(v[0] if isinstance(v, list) else v.split(".")[0])
+            elif k == "Fn::Sub":
+                text = v if isinstance(v, str) else v[0]
+                out.update(m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text))
+                out |= refs(v)
+            else:
+                out |= refs(v)
+    elif isinstance(value, list):
+        for v in value:
+            out |= refs(v)
+    return out
+
+
+def check_capabilities(path, template, samconfig, problems):
+    resources = template.get("Resources") or {}
+    types = {r.get("Type") for r in resources.values()}
+    deploy = samconfig.get("default", {}).get("deploy", {}).get("parameters", {})
+    caps = deploy.get("capabilities", "")
+    caps = set(caps.split() if isinstance(caps, str) else caps)
+    named = any("RoleName" in (r.get("Properties") or {}) for r in resources.values())
+    need = set()
+    if types & NESTED:
+        need.add("CAPABILITY_AUTO_EXPAND")
+    if named:
+        need.add("CAPABILITY_NAMED_IAM")
+    elif types & IAM or any(
+        (r.get("Properties") or {}).get("Policies") for r in resources.values()
+        if r.get("Type", "").startswith("AWS::Serverless::")
+    ):
+        need.add("CAPABILITY_IAM")
+    for cap in sorted(need - caps):
+        why = {
+            "CAPABILITY_AUTO_EXPAND": "the template nests a stack",
+            "CAPABILITY_IAM": "the template creates IAM roles",
+            "CAPABILITY_NAMED_IAM": "the template names IAM roles",
+        }[cap]
+        problems.append(
+            f"{path}: {why}, but samconfig.toml's [default.deploy.parameters] capabilities lack {cap}: `sam deploy --guided` would fail"
+        )
+
+
+def check_retention(path, template, problems):
+    resources = template.get("Resources") or {}
+    keys = {n for n, r in resources.items() if r.get("Type") == "AWS::KMS::Key"}
+    retained = lambda r: r.get("DeletionPolicy") in ("Retain", "RetainExceptOnCreate")  # noqa: E731
+    for name, r in resources.items():
+        if not retained(r) or r.get("Type") in ("AWS::KMS::Key", "AWS::KMS::Alias"):
+            continue
+        for key in sorted(refs(r.get("Properties") or {}) & keys):
+            if not retained(resources[key]):
+                problems.append(
+                    f"{path}: {name} is retained but its KMS key {key} is not (DeletionPolicy): after `sam delete` the key is scheduled for deletion and {name} can no longer be read"
+                )
+    for name, r in resources.items():
+        if r.get("Type") != "AWS::KMS::Alias":
+            continue
+        target = refs((r.get("Properties") or {}).get("TargetKeyId"))
+        if any(retained(resources[k]) for k in target & keys) and not retained(r):
+            problems.append(
+                f"{path}: alias {name} points to a retained key but is not retained: the key would be left without its name"
+            )
+
+
+def check_state_machine_logs(path, template, problems):
+    resources = template.get("Resources") or {}
+    env = environment(template, "stevedore")
+    for name, r in resources.items():
+        if r.get("Type") not in STATE_MACHINES:
+            continue
+        props = r.get("Properties") or {}
+        logging = props.get("Logging") or props.get("LoggingConfiguration") or {}
+        for dest in logging.get("Destinations") or []:
+            arn = (dest.get("CloudWatchLogsLogGroup") or {}).get("LogGroupArn")
+            for group in refs(arn):
+                g = resources.get(group)
+                if not g or g.get("Type") != "AWS::Logs::LogGroup":
+                    continue
+                gprops = g.get("Properties") or {}
+                try:
+                    group_name = evaluate(gprops.get("LogGroupName"), env)
+                except Unknown as e:
+                    problems.append(f"{path}: {group} (logs of {name}) has no name known before deploy ({e})")
+                    continue
+                if not group_name.startswith("/aws/vendedlogs/states/"):
+                    problems.append(
+                        f"{path}: {name} logs to {group_name}, not under /aws/vendedlogs/states/ (Step Functions' guidance: otherwise every state machine adds to the account's CloudWatch Logs resource policy, which has a size limit)"
+                    )
+                for key in refs(gprops.get("KmsKeyId")):
+                    k = resources.get(key)
+                    if not k or k.get("Type") != "AWS::KMS::Key":
+                        continue
+                    group_arn = f"arn:aws:logs:eu-west-1:123456789012:log-group:{group_name}"
+                    if not key_lets_logs_use(k, group_arn, env):
+                        problems.append(
+                            f"{path}: the KMS key {key} does not let CloudWatch Logs encrypt {group_name} (a kms:EncryptionContext:aws:logs:arn condition matching it): the log group cannot be created"
+                        )
+
+
+def key_lets_logs_use(key, group_arn, env):
+    policy = (key.get("Properties") or {}).get("KeyPolicy") or {}
+    for st in policy.get("Statement") or []:
+        principal = (st.get("Principal") or {}).get("Service")
+        try:
+            principal = evaluate(principal, env)
+        except Unknown:
+            continue
+        if st.get("Effect") != "Allow" or not str(principal).startswith("logs."):
+            continue
+        cond = (st.get("Condition") or {}).get("ArnLike") or {}
+        patterns = cond.get("kms:EncryptionContext:aws:logs:arn")
+        if patterns is None:
+            return True
+        patterns = patterns if isinstance(patterns, list) else [patterns]
+        for p in patterns:
+            try:
+                if fnmatch.fnmatchcase(group_arn, evaluate(p, env)):
+                    return True
+            except Unknown:
+                continue
+    return False
+
+
+def names_fit(path, template, stack_name, nested_limits):
+    """Problems with the names the template builds for this stack name."""
+    problems = []
+    env = environment(template, stack_name)
+    for name, r in (template.get("Resources") or {}).items():
+        props = r.get("Properties") or {}
+        for (rtype, prop), limit in NAME_LIMITS.items():
+            if r.get("Type") == rtype and prop in props:
+                try:
+                    value = evaluate(props[prop], env)
+                except Unknown:
+                    continue
+                if len(value) > limit:
+                    problems.append(f"{name}.{prop} `{value}` has {len(value)} characters; the limit is {limit}")
+        if r.get("Type") in NESTED:
+            location = props.get("Location") or props.get("TemplateURL")
+            limits = nested_limits.get(location) if isinstance(location, str) else None
+            for param, value in (props.get("Parameters") or {}).items():
+                if not limits or param not in limits:
+                    continue
+                try:
+                    value = evaluate(value, env)
+                except Unknown:
+                    continue
+                pattern, max_len = limits[param]
+                if max_len is not None and len(value) > max_len:
+                    problems.append(f"{name} parameter {param} `{value}` has {len(value)} characters; {location} allows {max_len}")
+                if pattern and not re.fullmatch(pattern, value):
+                    problems.append(f"{name} parameter {param} `{value}` does not match {location}'s AllowedPattern {pattern}")
+    return problems
+
+
+def nested_parameter_limits(template_path, template):
+    out = {}
+    base = os.path.dirname(template_path)
+    for r in (template.get("Resources") or {}).values():
+        if r.get("Type") not in NESTED:
+            continue
+        props = r.get("Properties") or {}
+        location = props.get("Location") or props.get("TemplateURL")
+        if not isinstance(location, str) or location.startswith(("http", "s3:")):
+            continue
+        nested = cfn_yaml.load(os.path.join(base, location))
+        limits = {}
+        for name, p in (nested.get("Parameters") or {}).items():
+            limits[name] = (p.get("AllowedPattern"), p.get("MaxLength"))
+        out[location] = limits
+    return out
+
+
+def check_stack_name_limit(path, template, readme, problems):
+    limits = nested_parameter_limits(path, template)
+    longest = 0
+    for n in range(1, CFN_STACK_NAME_MAX + 1):
+        if names_fit(path, template, "s" * n, limits):
+            break
+        longest = n
+    if longest == 0:
+        problems.append(f"{path}: no stack name gives names within their limits: " + "; ".join(names_fit(path, template, "s", limits)))
+        return
+    if longest < CFN_STACK_NAME_MAX:
+        why = "; ".join(names_fit(path, template, "s" * (longest + 1), limits))
+        stated = re.search(rf"stack name[^.]{{0,40}}\b{longest} characters", readme, re.I)
+        if not stated:
+            problems.append(
+                f"{path}: stack names longer than {longest} characters fail ({why}), and the README does not say so (\"stack name ... {longest} characters\")"
+            )
+    print(f"stack names up to {longest} characters give names within every limit")
+
+
+def main(argv):
+    if len(argv) != 4:
+        print(__doc__, file=sys.stderr)
+        return 2
+    template_path, samconfig_path, readme_path = argv[1:]
+    template = cfn_yaml.load(template_path)
+    with open(samconfig_path, "rb") as f:
+        samconfig = tomllib.load(f)
+    with open(readme_path, encoding="utf-8") as f:
+        readme = f.read()
+    problems = []
+    check_capabilities(template_path, template, samconfig, problems)
+    for location in nested_parameter_limits(template_path, template):
+        nested_path = os.path.join(os.path.dirname(template_path), location)
+        nested = cfn_yaml.load(nested_path)
+        check_retention(nested_path, nested, problems)
+    check_retention(template_path, template, problems)
+    check_state_machine_logs(template_path, template, problems)
+    check_stack_name_limit(template_path, template, readme, problems)
+    for p in problems:
+        print(f"✘ {p}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"✔ {template_path}: capabilities, retained keys, state machine logs and name lengths")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
