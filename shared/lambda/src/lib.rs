@@ -2,6 +2,9 @@
 //! domain errors into Lambda diagnostics, so Step Functions sees the failure
 //! class as `errorType` (never a Rust type name).
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use lambda_runtime::Diagnostic;
 use stevedore_domain::Error;
 
