@@ -2,8 +2,11 @@
 # Checks what `sam deploy` would deploy, with the real tools, offline:
 # asl-validator on every state machine (and on a broken one, which must fail),
 # sam validate --lint, cfn-lint, checkov (zero failed checks) on template.yaml
-# and on the job template jobs/job.yaml, and sam build
-# (cargo-lambda builds of every function, arm64), leaving a bootstrap each.
+# and on the job template jobs/job.yaml, Stevedore's own deploy rules
+# (tests/deploy/check_template.py: capabilities in samconfig.toml, retained
+# keys, state machine log group, name lengths), `sam build` exactly as the
+# README says (arm64, a bootstrap per function), and each arm64 bootstrap
+# started under qemu against a Lambda Runtime API (tests/deploy/start_check.py).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -30,8 +33,11 @@ for template in template.yaml jobs/job.yaml; do
   # checkov exits non-zero on any failed check; skips carry a written reason in the template.
 done
 
-say "sam build (cargo lambda build --release --arm64 per function)"
-sam build --beta-features --template template.yaml
+say "deploy rules: tests/deploy/check_template.py template.yaml samconfig.toml README.md"
+"$TOOLS/bin/python" tests/deploy/check_template.py template.yaml samconfig.toml README.md
+
+say "sam build, as the README says (samconfig.toml turns on the Rust builder)"
+env -u SAM_CLI_BETA_RUST_CARGO_LAMBDA sam build
 missing=0
 for fn in LaunchRunFunction WatchTaskFunction TaskEventsFunction RecordRunFunction NotifyFailureFunction ReapExecutionFunction SlackNotifierFunction; do
   if [ -f ".aws-sam/build/$fn/bootstrap" ]; then
@@ -41,4 +47,13 @@ for fn in LaunchRunFunction WatchTaskFunction TaskEventsFunction RecordRunFuncti
   fi
 done
 [ "$missing" = 0 ] || die "sam build left a function without its bootstrap"
+
+say "the arm64 bootstraps start (qemu-aarch64) and name their errors"
+ensure_qemu_arm64
+export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
+bootstraps=()
+for fn in LaunchRunFunction WatchTaskFunction TaskEventsFunction RecordRunFunction NotifyFailureFunction ReapExecutionFunction SlackNotifierFunction; do
+  bootstraps+=("$fn=.aws-sam/build/$fn/bootstrap")
+done
+"$TOOLS/bin/python" tests/deploy/start_check.py --wrapper qemu-aarch64 "${bootstraps[@]}"
 say "deploy checks passed"

