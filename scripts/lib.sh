@@ -70,10 +70,10 @@ EMULATOR_PIDS=()
 stop_emulators() {
   local pid
   for pid in "${EMULATOR_PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    [ -n "$pid" ] && kill -- "$pid" 2>/dev/null || true
   done
   for pid in "${EMULATOR_PIDS[@]:-}"; do
-    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+    [ -n "$pid" ] && wait "${pid#-}" 2>/dev/null || true
   done
   EMULATOR_PIDS=()
 }
@@ -136,8 +136,14 @@ pip_has() { # venv package version
 # SAM CLI, cfn-lint and cargo-lambda (with its zig) in one venv; checkov in
 # its own (its dependency pins clash with SAM's); asl-validator from npm.
 ensure_deploy_tools() {
+  ensure_sam_tools
+  ensure_checkov
+  ensure_asl_validator
+}
+
+# What `sam build` needs: SAM CLI and cargo-lambda (and cfn-lint beside them).
+ensure_sam_tools() {
   need python3 "Python 3.11 with venv"
-  need npm "Node.js and npm for asl-validator"
   if ! pip_has "$TOOLS" aws-sam-cli "$SAM_VERSION" || ! pip_has "$TOOLS" cfn-lint "$CFN_LINT_VERSION" \
      || ! pip_has "$TOOLS" cargo-lambda "$CARGO_LAMBDA_VERSION"; then
     say "installing SAM CLI $SAM_VERSION, cfn-lint $CFN_LINT_VERSION, cargo-lambda $CARGO_LAMBDA_VERSION into $TOOLS"
@@ -145,21 +151,41 @@ ensure_deploy_tools() {
     "$TOOLS/bin/pip" install --quiet --disable-pip-version-check \
       "aws-sam-cli==$SAM_VERSION" "cfn-lint==$CFN_LINT_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION"
   fi
+  export PATH="$TOOLS/bin:$PATH"
+  export SAM_CLI_TELEMETRY=0 SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
+  # sam and cfn-lint need a region to validate offline; no credentials are used.
+  export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+}
+
+ensure_checkov() {
+  need python3 "Python 3.11 with venv"
   if ! pip_has "$CHECKOV_VENV" checkov "$CHECKOV_VERSION"; then
     say "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV"
     python3 -m venv "$CHECKOV_VENV"
     "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
   fi
+}
+
+ensure_asl_validator() {
+  need npm "Node.js and npm for asl-validator"
   if [ ! -x "$NODE_DIR/node_modules/.bin/asl-validator" ]; then
     say "installing $ASL_VALIDATOR_NPM into $NODE_DIR"
     mkdir -p "$NODE_DIR"
     [ -f "$NODE_DIR/package.json" ] || echo '{"name":"stevedore-tools","private":true}' > "$NODE_DIR/package.json"
     (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund "$ASL_VALIDATOR_NPM" >/dev/null)
   fi
-  export PATH="$TOOLS/bin:$PATH"
-  export SAM_CLI_TELEMETRY=0 SAM_CLI_BETA_RUST_CARGO_LAMBDA=1
-  # sam and cfn-lint need a region to validate offline; no credentials are used.
-  export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+}
+
+# A command in its own process group, in the background, its output in a
+# file; stopped (with everything it started) when the calling script exits.
+BACKGROUND_PID=""
+start_background() { # log command...
+  local log=$1
+  shift
+  setsid "$@" >"$log" 2>&1 &
+  BACKGROUND_PID=$!
+  EMULATOR_PIDS+=(-"$BACKGROUND_PID")
+  trap stop_emulators EXIT
 }
 
 # qemu user-mode emulation and an arm64 glibc, to start the arm64 bootstraps

@@ -16,6 +16,7 @@ Exit 1 when a function fails a check.
 import json
 import os
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "emulators"))
@@ -35,7 +36,8 @@ BAD_EVENT = b'{"this is": "not an event any Stevedore function takes"}'
 
 
 def check(name, command, init_timeout):
-    fn = lambda_host.Function(name, command, {}, timeout=init_timeout)
+    log = tempfile.TemporaryFile()
+    fn = lambda_host.Function(name, command, {}, timeout=init_timeout, stderr=log)
     endpoint = f"http://{fn.runtime_api()}"
     fn.env = dict(ENV, AWS_ENDPOINT_URL=endpoint)
     started = time.monotonic()
@@ -61,6 +63,9 @@ def check(name, command, init_timeout):
     print(f"{status} {name}: init and one bad invocation in {elapsed:.1f} s (emulated), errorType {error_type}")
     for p in problems:
         print(f"    {p}", file=sys.stderr)
+    if problems:
+        log.seek(0)
+        print("    its log:\n" + log.read().decode(errors="replace"), file=sys.stderr)
     return not problems
 
 

@@ -58,8 +58,9 @@ class Invocation:
 
 
 class Function:
-    def __init__(self, name, command, env, timeout):
+    def __init__(self, name, command, env, timeout, stderr=None):
         self.name = name
+        self.stderr = stderr  # a file for the function's own log (default: ours)
         self.command = command
         self.env = env
         self.timeout = timeout
@@ -95,7 +96,9 @@ class Function:
             }
         )
         env.update(self.env)
-        self.process = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            self.command, env=env, stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=self.stderr
+        )
 
     def kill(self):
         if self.process is not None and self.process.poll() is None:
@@ -117,8 +120,12 @@ class Function:
             inv = Invocation(payload)
             self.current = inv
             self.pending.put(inv)
-            finished = inv.done.wait(self.timeout)
+            finished = self.wait_for(inv)
             self.current = None
+            if finished is None:
+                code = self.process.returncode if self.process else None
+                self.kill()
+                return self.crashed("Runtime.ExitError", f"Runtime exited with error: exit status {code}")
             if not finished:
                 self.kill()
                 return self.crashed("Sandbox.Timedout", f"Task timed out after {self.timeout:.2f} seconds")
@@ -126,6 +133,16 @@ class Function:
                 self.kill()
                 return self.crashed("Runtime.ExitError", "Runtime exited with error: signal: killed (after the handler answered)")
             return inv.result
+
+    def wait_for(self, inv):
+        """True when answered, False at the timeout, None if the process died first."""
+        deadline = time.monotonic() + self.timeout
+        while not inv.done.wait(0.05):
+            if self.process is not None and self.process.poll() is not None and not inv.done.is_set():
+                return None
+            if time.monotonic() >= deadline:
+                return False
+        return True
 
     def crashed(self, error_type, message):
         body = {"errorType": error_type, "errorMessage": f"RequestId: {uuid.uuid4()} Error: {message}"}
