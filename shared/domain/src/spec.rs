@@ -227,6 +227,8 @@ impl From<SpecErrors> for Error {
 pub const MIN_TIMEOUT_SECONDS: u64 = 10;
 pub const MAX_TIMEOUT_SECONDS: u64 = 7 * 86_400;
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 3_600;
+/// `retry.maxAttempts` is 1 to this.
+pub const MAX_ATTEMPTS: u32 = 10;
 /// ECS caps the characters of a RunTask `overrides` structure.
 pub const MAX_OVERRIDES_CHARS: usize = 8_192;
 /// ECS allows 50 tags per task; Stevedore adds its own.
@@ -569,6 +571,9 @@ impl RetrySpec {
 /// own `TimeoutSeconds` would be cut off by Step Functions: no record, no
 /// alert, and the reaper stopping a healthy task. Refuse it here instead.
 fn check_execution_fits(errs: &mut Errors, timeout: u64, retry: &RetrySpec) {
+    if !(1..=MAX_ATTEMPTS).contains(&retry.max_attempts) {
+        return; // Reported already; the sum below would be meaningless (and long).
+    }
     let worst = retry.worst_case_seconds(timeout);
     if worst > budget::EXECUTION_TIMEOUT_SECONDS {
         errs.add(
@@ -595,10 +600,10 @@ fn parse_retry(errs: &mut Errors, r: &Map<String, Value>) -> RetrySpec {
     let max_attempts = errs
         .opt_u32(r, "retry", "maxAttempts")
         .unwrap_or(defaults.max_attempts);
-    if !(1..=10).contains(&max_attempts) {
+    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
         errs.add(
             "retry.maxAttempts",
-            format!("must be between 1 and 10 (got {max_attempts})"),
+            format!("must be between 1 and {MAX_ATTEMPTS} (got {max_attempts})"),
         );
     }
     let on = match errs.opt_string_list(r, "retry", "on") {
@@ -1245,6 +1250,18 @@ mod tests {
         for bad in ["etl:0", "etl:x", "etl python", "arn:aws:s3:::bucket", ""] {
             assert!(check_task_definition(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_huge_max_attempts_is_refused_at_once() {
+        let started = std::time::Instant::now();
+        let err = JobSpec::from_value(&json!({
+            "job": "j", "taskDefinition": "etl", "timeout": "7d",
+            "retry": {"maxAttempts": 4_294_967_295u64}
+        }))
+        .unwrap_err();
+        assert_eq!(err.paths(), vec!["retry.maxAttempts"]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]
