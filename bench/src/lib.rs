@@ -306,6 +306,7 @@ fn stevedore_local_run(
         created_at: now,
         deadline: now,
         task_arn: None,
+        launched_at: None,
         task_token: None,
         stop_request: None,
         task: None,

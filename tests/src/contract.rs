@@ -42,6 +42,7 @@ pub fn sample_run(
         created_at,
         deadline: created_at + Duration::hours(1),
         task_arn: None,
+        launched_at: None,
         task_token: None,
         stop_request: None,
         task: None,
@@ -122,11 +123,31 @@ async fn transitions(store: &dyn RunStore) {
     let id = run.run_id.clone();
     store.create_run(&run).await.unwrap();
 
+    // A pending run may change its fields (the capacity of a fallback launch).
+    let ChangeOutcome::Applied(r) = change(
+        store,
+        &id,
+        RunChange {
+            capacity: Some(Capacity::OnDemand),
+            ..RunChange::to(RunStatus::Pending)
+        },
+    )
+    .await
+    else {
+        panic!("PENDING -> PENDING with a capacity must apply");
+    };
+    assert_eq!(
+        (r.status, r.capacity),
+        (RunStatus::Pending, Capacity::OnDemand)
+    );
+
+    let launched = datetime!(2026-11-24 06:05:00.25 UTC);
     let ChangeOutcome::Applied(r) = change(
         store,
         &id,
         RunChange {
             task_arn: Some("arn:task/1".into()),
+            launched_at: Some(launched),
             ..RunChange::to(RunStatus::Running)
         },
     )
@@ -135,9 +156,18 @@ async fn transitions(store: &dyn RunStore) {
         panic!("PENDING -> RUNNING must apply");
     };
     assert_eq!(
-        (r.status, r.task_arn.as_deref()),
-        (RunStatus::Running, Some("arn:task/1"))
+        (r.status, r.task_arn.as_deref(), r.launched_at),
+        (RunStatus::Running, Some("arn:task/1"), Some(launched))
     );
+    assert_eq!(
+        store.get_run(&id).await.unwrap().unwrap().launched_at,
+        Some(launched)
+    );
+    // Nothing goes back to PENDING.
+    let ChangeOutcome::Rejected(_) = change(store, &id, RunChange::to(RunStatus::Pending)).await
+    else {
+        panic!("RUNNING -> PENDING must be rejected");
+    };
     // An update in place (a new task token) keeps the status.
     let ChangeOutcome::Applied(r) = change(
         store,

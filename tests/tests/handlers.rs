@@ -2,8 +2,12 @@
 //! MISSING tasks, bad input. (The emulator tests cover the AWS path.)
 
 use serde_json::{json, Value};
+use stevedore_domain::failure::Outcome;
+use stevedore_domain::memory::FaultTiming;
 use stevedore_domain::ports::RunStore;
+use stevedore_domain::run::RunChange;
 use stevedore_domain::spec::Capacity;
+use stevedore_domain::task::ContainerState;
 use stevedore_domain::{Error, FailureClass, RunStatus};
 use stevedore_integration_tests::world::MemoryWorld as World;
 use time::Duration;
@@ -190,6 +194,120 @@ async fn a_missing_task_is_not_visible_yet_then_gone() {
         sent[0].1.as_ref().unwrap()["result"],
         "KilledByInfrastructure"
     );
+}
+
+#[tokio::test]
+async fn a_crash_after_the_on_demand_fallback_gets_that_task_back_not_a_spot_one() {
+    let w = World::new();
+    w.tasks.fail_next_launch(Error::new(
+        FailureClass::CapacityUnavailable,
+        "RunTask failed: Capacity is unavailable at this time",
+    ));
+    // The on-demand task starts, then the run cannot be marked RUNNING (the
+    // invocation times out): Step Functions invokes launch-run again.
+    w.store.fail_next_change_to(
+        RunStatus::Running,
+        Error::transient("UpdateItem timed out"),
+        FaultTiming::Before,
+    );
+    let s = spec(json!({"capacity": "spot-with-fallback"}));
+    let err = w.launch(s.clone(), 1, None).await.unwrap_err();
+    assert_eq!(err.class, FailureClass::Transient);
+    let out = w.launch(s, 1, None).await.expect("the retried launch");
+    let launches = w.tasks.launches();
+    assert_eq!(
+        launches.iter().map(|l| l.capacity).collect::<Vec<_>>(),
+        vec![Capacity::Spot, Capacity::OnDemand, Capacity::OnDemand],
+        "the retry asks for the on-demand task again, never Spot"
+    );
+    assert_eq!(
+        launches[1].client_token, launches[2].client_token,
+        "with the same client token: ECS gives the same task back"
+    );
+    assert_eq!(out.capacity, Capacity::OnDemand);
+    let run = w.store.get_run(&out.run_id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.status, run.capacity, run.task_arn),
+        (RunStatus::Running, Capacity::OnDemand, out.task_arn)
+    );
+}
+
+#[tokio::test]
+async fn a_launch_retried_minutes_later_is_not_declared_gone_on_its_first_poll() {
+    let w = World::new();
+    // The first invocation creates the run, then RunTask is throttled past
+    // the Lambda's retries; Step Functions retries the state later.
+    w.tasks.fail_next_launch(Error::new(
+        FailureClass::Throttled,
+        "RunTask: Rate exceeded",
+    ));
+    let err = w.launch(spec(json!({})), 1, None).await.unwrap_err();
+    assert_eq!(err.class, FailureClass::Throttled);
+    w.clock.advance(Duration::minutes(5));
+    let out = w.launch(spec(json!({})), 1, None).await.unwrap();
+    let arn = out.task_arn.clone().unwrap();
+    // DescribeTasks does not see the new task yet (eventual consistency).
+    w.tasks.tasks.lock().unwrap().remove(&arn);
+    w.clock.advance(Duration::seconds(5));
+    let first = watch_task::function_handler(
+        &w.watch_deps(),
+        json!({"runId": out.run_id, "taskToken": "t1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        first.state,
+        watch_task::WatchState::Running,
+        "five seconds after its RunTask the task is new, whatever the run's age"
+    );
+    assert!(w.tokens.sent().is_empty(), "no outcome reported");
+}
+
+#[tokio::test]
+async fn a_stop_reported_while_the_reaper_cancels_is_still_recorded() {
+    let w = World::new();
+    let out = w.launch(spec(json!({})), 1, None).await.unwrap();
+    let arn = out.task_arn.clone().unwrap();
+    // task-events moves the run to STOPPED between the reaper's read and
+    // its write.
+    let mut stopped = w.tasks.tasks.lock().unwrap()[&arn].clone();
+    stopped.last_status = "STOPPED".into();
+    stopped.stop_code = Some("EssentialContainerExited".into());
+    stopped.containers = vec![ContainerState {
+        name: "app".into(),
+        exit_code: Some(0),
+        ..Default::default()
+    }];
+    w.store.race_next_change_to(
+        RunStatus::Cancelled,
+        RunChange {
+            task: Some(stopped),
+            outcome: Some(Outcome::succeeded("exited 0")),
+            ..RunChange::to(RunStatus::Stopped)
+        },
+    );
+    let deps = reap_execution::Deps {
+        tasks: w.tasks.clone(),
+        runs: w.store.clone(),
+        clock: w.clock.clone(),
+        prices: stevedore_domain::cost::PriceTable::builtin(),
+        region: "us-east-1".into(),
+    };
+    let execution = World::execution("e1")["id"].as_str().unwrap().to_string();
+    let reaped = reap_execution::function_handler(
+        &deps,
+        json!({"detail-type": "Step Functions Execution Status Change", "detail": {"executionArn": execution, "status": "ABORTED"}}),
+    )
+    .await
+    .unwrap();
+    let run = w.store.get_run(&out.run_id).await.unwrap().unwrap();
+    assert!(
+        run.status.is_terminal(),
+        "the run is recorded, not left {} for ever",
+        run.status
+    );
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(reaped.recorded, vec![out.run_id]);
 }
 
 #[tokio::test]

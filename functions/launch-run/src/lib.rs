@@ -144,6 +144,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
         created_at: now,
         deadline,
         task_arn: None,
+        launched_at: None,
         task_token: None,
         stop_request: None,
         task: None,
@@ -273,6 +274,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
                 && spec.capacity == Capacity::SpotWithFallback =>
         {
             warn!(run_id = %id, "no Fargate Spot capacity; falling back to on-demand");
+            record_fallback(deps, &id).await?;
             launch.capacity = Capacity::OnDemand;
             launch.client_token = client_token(&input.execution, input.attempt, Capacity::OnDemand);
             deps.tasks.run_task(&launch).await?
@@ -282,6 +284,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
 
     let change = RunChange {
         task_arn: Some(launched.task_arn.clone()),
+        launched_at: Some(now),
         // Keep the record true about where the attempt runs.
         capacity: (launch.capacity != record.capacity).then_some(launch.capacity),
         ..RunChange::to(RunStatus::Running)
@@ -303,6 +306,26 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
         launch.capacity,
         format!("task started on {} capacity", launch.capacity),
     ))
+}
+
+/// Records the on-demand fallback before its RunTask: an invocation retried
+/// after a crash then launches with the on-demand client token and gets that
+/// task back, instead of trying Spot again with the first token (two tasks
+/// for one attempt).
+async fn record_fallback(deps: &Deps, id: &str) -> Result<()> {
+    let change = RunChange {
+        capacity: Some(Capacity::OnDemand),
+        ..RunChange::to(RunStatus::Pending)
+    };
+    match deps.runs.change_run(id, &change).await? {
+        ChangeOutcome::Applied(_) => Ok(()),
+        ChangeOutcome::Replayed(run) | ChangeOutcome::Rejected(run) => Err(Error::transient(
+            format!("run {id} is {} before its on-demand launch", run.status),
+        )),
+        ChangeOutcome::NotFound => Err(Error::transient(format!(
+            "run {id} vanished before its on-demand launch"
+        ))),
+    }
 }
 
 fn skipped_message(outcome: &Option<Outcome>) -> String {

@@ -11,7 +11,7 @@ use stevedore_domain::cost::PriceTable;
 use stevedore_domain::failure::{Outcome, StopRequest};
 use stevedore_domain::flow::{finalize, parse_input};
 use stevedore_domain::ports::{Clock, RunStore, TaskRunner};
-use stevedore_domain::run::RunChange;
+use stevedore_domain::run::{ChangeOutcome, RunChange};
 use stevedore_domain::{FailureClass, Result, RunStatus};
 use tracing::info;
 
@@ -92,8 +92,23 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
             finished_at: Some(now),
             ..RunChange::to(RunStatus::Cancelled)
         };
-        deps.runs.change_run(&run.run_id, &change).await?;
-        out.cancelled.push(run.run_id.clone());
+        match deps.runs.change_run(&run.run_id, &change).await? {
+            ChangeOutcome::Applied(_) => out.cancelled.push(run.run_id.clone()),
+            // The task's stop was reported between our read and this write:
+            // nobody else will record the run now that the execution ended.
+            ChangeOutcome::Rejected(now_run) if now_run.status == RunStatus::Stopped => {
+                finalize(
+                    deps.runs.as_ref(),
+                    &deps.prices,
+                    &deps.region,
+                    &now_run,
+                    now,
+                )
+                .await?;
+                out.recorded.push(run.run_id.clone());
+            }
+            ChangeOutcome::Rejected(_) | ChangeOutcome::Replayed(_) | ChangeOutcome::NotFound => {}
+        }
     }
     if let Some(job) = runs.first().map(|r| r.job.clone()) {
         deps.runs.release_slot(&job, &detail.execution_arn).await?;

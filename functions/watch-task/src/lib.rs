@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// How long after the run was created a MISSING answer still means
+    /// How long after the task was started a MISSING answer still means
     /// "not visible yet" (DescribeTasks is eventually consistent).
     pub missing_grace_seconds: i64,
 }
@@ -120,7 +120,9 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<WatchOutput> 
         }
         TaskLookup::Found(_) => {}
         TaskLookup::Missing { reason, .. } => {
-            let age = (now - run.created_at).whole_seconds();
+            // From the RunTask that started the task: a launch retried
+            // minutes after the run was created is as new as any other.
+            let age = (now - run.launched_at.unwrap_or(run.created_at)).whole_seconds();
             if age <= deps.config.missing_grace_seconds {
                 info!(run_id = %run.run_id, age, "task not visible yet");
             } else {

@@ -249,6 +249,9 @@ impl RunStore for DynamoDbRunStore {
         if let Some(v) = &change.task_arn {
             set("taskArn", Value::String(v.clone()));
         }
+        if let Some(v) = change.launched_at {
+            set("launchedAt", Value::String(format_time(v)));
+        }
         if let Some(v) = &change.task_token {
             set("taskToken", Value::String(v.clone()));
         }

@@ -72,7 +72,11 @@ impl RunStatus {
     pub fn allowed_from(self) -> &'static [RunStatus] {
         use RunStatus::*;
         match self {
-            Pending | Skipped => &[],
+            // A pending run may change its fields (launch-run records a
+            // capacity fallback before the second RunTask); nothing moves
+            // back into PENDING, and SKIPPED is only ever created.
+            Pending => &[Pending],
+            Skipped => &[],
             Running => &[Pending, Running],
             Stopping => &[Running, Stopping],
             Stopped => &[Pending, Running, Stopping],

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use crate::alert::Alert;
 use crate::error::{Error, Result};
+use crate::lifecycle::RunStatus;
 use crate::ports::{
     Clock, Launch, LaunchedTask, Notifier, RunStore, TaskRunner, TaskTokens, TokenDelivery,
 };
@@ -26,10 +27,20 @@ type Slots = BTreeMap<String, BTreeMap<u32, (String, OffsetDateTime)>>;
 /// A completed token: the output, or the (error, cause).
 pub type SentToken = (String, std::result::Result<Value, (String, String)>);
 
+/// When an injected store failure strikes: before the change is made, or
+/// after it (the caller sees an error, but the change is stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultTiming {
+    Before,
+    After,
+}
+
 #[derive(Default)]
 pub struct MemoryRunStore {
     runs: Mutex<BTreeMap<String, RunRecord>>,
     slots: Mutex<Slots>,
+    change_faults: Mutex<Vec<(RunStatus, Error, FaultTiming)>>,
+    races: Mutex<Vec<(RunStatus, RunChange)>>,
 }
 
 impl MemoryRunStore {
@@ -38,6 +49,27 @@ impl MemoryRunStore {
     }
     pub fn all_runs(&self) -> Vec<RunRecord> {
         lock(&self.runs).values().cloned().collect()
+    }
+    /// The next change to status `to` fails with `err`, before or after it
+    /// is made.
+    pub fn fail_next_change_to(&self, to: RunStatus, err: Error, timing: FaultTiming) {
+        lock(&self.change_faults).push((to, err, timing));
+    }
+    /// Just before the next change to status `to`, another writer applies
+    /// `racing` (a concurrent handler that got there first).
+    pub fn race_next_change_to(&self, to: RunStatus, racing: RunChange) {
+        lock(&self.races).push((to, racing));
+    }
+    fn take_race(&self, to: RunStatus) -> Option<RunChange> {
+        let mut races = lock(&self.races);
+        let i = races.iter().position(|(s, _)| *s == to)?;
+        Some(races.remove(i).1)
+    }
+    fn take_change_fault(&self, to: RunStatus) -> Option<(Error, FaultTiming)> {
+        let mut faults = lock(&self.change_faults);
+        let i = faults.iter().position(|(s, _, _)| *s == to)?;
+        let (_, err, timing) = faults.remove(i);
+        Some((err, timing))
     }
 }
 
@@ -57,6 +89,13 @@ impl RunStore for MemoryRunStore {
     }
 
     async fn change_run(&self, run_id: &str, change: &RunChange) -> Result<ChangeOutcome> {
+        if let Some(racing) = self.take_race(change.status()) {
+            Box::pin(self.change_run(run_id, &racing)).await?;
+        }
+        let fault = self.take_change_fault(change.status());
+        if let Some((err, FaultTiming::Before)) = fault {
+            return Err(err);
+        }
         let mut runs = lock(&self.runs);
         let Some(run) = runs.get_mut(run_id) else {
             return Ok(ChangeOutcome::NotFound);
@@ -70,6 +109,9 @@ impl RunStore for MemoryRunStore {
             });
         }
         change.apply_to(run);
+        if let Some((err, FaultTiming::After)) = fault {
+            return Err(err);
+        }
         Ok(ChangeOutcome::Applied(run.clone()))
     }
 

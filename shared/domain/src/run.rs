@@ -99,6 +99,14 @@ pub struct RunRecord {
     pub deadline: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_arn: Option<String>,
+    /// When the task that runs this attempt was started (the RunTask that
+    /// succeeded; a retried launch can come well after `created_at`).
+    #[serde(
+        default,
+        with = "lenient_time",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub launched_at: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,6 +157,7 @@ impl RunRecord {
 pub struct RunChange {
     pub to: Option<RunStatus>,
     pub task_arn: Option<String>,
+    pub launched_at: Option<OffsetDateTime>,
     pub task_token: Option<String>,
     pub capacity: Option<Capacity>,
     pub stop_request: Option<StopRequest>,
@@ -178,6 +187,9 @@ impl RunChange {
         }
         if let Some(v) = &self.task_arn {
             run.task_arn = Some(v.clone());
+        }
+        if let Some(v) = self.launched_at {
+            run.launched_at = Some(v);
         }
         if let Some(v) = &self.task_token {
             run.task_token = Some(v.clone());
