@@ -14,6 +14,10 @@ YAML loader reads the short-form intrinsics):
 4. Every name built from the stack name fits its service's limit for a stack
    name as long as the README allows; the README states that limit.
 
+5. Every function's Timeout is above its worst case: its longest sequence of
+   AWS calls (WORST_CALLS, counted in each handler), each taking at most the
+   SDK's operation timeout (shared/aws/src/lib.rs), plus its init.
+
 Exit 1 with one line per problem.
 """
 
@@ -50,6 +54,27 @@ NAME_LIMITS = {
 }
 # CloudFormation's own limit on stack names.
 CFN_STACK_NAME_MAX = 128
+
+
+# The longest sequence of AWS calls one invocation can make, per function
+# (read from the handlers; a Lambda that waits on each in turn).
+WORST_CALLS = {
+    # GetItem, slot (UpdateItem), PutItem, RunTask, fallback UpdateItem, RunTask, UpdateItem
+    "LaunchRunFunction": 7,
+    # GetItem, UpdateItem (token), DescribeTasks, UpdateItem (stop seen), SendTask*
+    # — or StopTask and UpdateItem after the deadline
+    "WatchTaskFunction": 5,
+    # GetItem, UpdateItem (STOPPED), SendTask*
+    "TaskEventsFunction": 3,
+    # GetItem, UpdateItem (final), Query (failures before), UpdateItem (slot), Query
+    "RecordRunFunction": 5,
+    # GetItem, DescribeTaskDefinition, GetLogEvents, Publish
+    "NotifyFailureFunction": 4,
+    # Query (runs), then for each live run StopTask, UpdateItem, UpdateItem; slot
+    # (two live runs at most: the current attempt and one being recorded)
+    "ReapExecutionFunction": 8,
+}
+INIT_SECONDS = 5
 
 
 class Unknown(Exception):
@@ -308,6 +333,35 @@ def check_stack_name_limit(path, template, readme, problems):
     print(f"stack names up to {longest} characters give names within every limit")
 
 
+def operation_timeout_seconds(root):
+    path = os.path.join(root, "shared", "aws", "src", "lib.rs")
+    with open(path, encoding="utf-8") as f:
+        m = re.search(r"OPERATION_TIMEOUT: Duration = Duration::from_secs\((\d+)\)", f.read())
+    if not m:
+        raise SystemExit(f"no OPERATION_TIMEOUT in {path}")
+    return int(m.group(1))
+
+
+def check_function_timeouts(path, template, problems):
+    per_call = operation_timeout_seconds(os.path.dirname(os.path.abspath(path)))
+    globals_ = ((template.get("Globals") or {}).get("Function") or {})
+    resources = template.get("Resources") or {}
+    for name, calls in WORST_CALLS.items():
+        r = resources.get(name)
+        if r is None:
+            problems.append(f"{path}: no {name} (WORST_CALLS names it)")
+            continue
+        timeout = (r.get("Properties") or {}).get("Timeout", globals_.get("Timeout", 3))
+        need = calls * per_call + INIT_SECONDS
+        if int(timeout) < need:
+            problems.append(
+                f"{path}: {name} has Timeout {timeout} s; its {calls} AWS calls in a row may take {calls} x {per_call} s, plus its init: at least {need} s"
+            )
+    for name, r in resources.items():
+        if r.get("Type") == "AWS::Serverless::Function" and name not in WORST_CALLS and name != "SlackNotifierFunction":
+            problems.append(f"{path}: {name} has no worst case in WORST_CALLS")
+
+
 def main(argv):
     if len(argv) != 4:
         print(__doc__, file=sys.stderr)
@@ -327,11 +381,12 @@ def main(argv):
     check_retention(template_path, template, problems)
     check_state_machine_logs(template_path, template, problems)
     check_stack_name_limit(template_path, template, readme, problems)
+    check_function_timeouts(template_path, template, problems)
     for p in problems:
         print(f"✘ {p}", file=sys.stderr)
     if problems:
         return 1
-    print(f"✔ {template_path}: capabilities, retained keys, state machine logs and name lengths")
+    print(f"✔ {template_path}: capabilities, retained keys, state machine logs, name lengths, function timeouts")
     return 0
 
 
