@@ -431,4 +431,34 @@ async fn slots(store: &dyn RunStore) {
     };
     holders.sort();
     assert_eq!(holders, vec!["x".to_string(), "y".to_string()]);
+
+    // One holder asking from concurrent invocations (a retried Lambda racing
+    // the first) gets one slot, not several.
+    let raced = unique("job");
+    let ask = || store.acquire_slot(&raced, "exec-r", 3, lease, now);
+    let (a, b, c, d, e, f) = tokio::join!(ask(), ask(), ask(), ask(), ask(), ask());
+    let granted: std::collections::BTreeSet<u32> = [a, b, c, d, e, f]
+        .into_iter()
+        .map(|g| match g.expect("acquire_slot") {
+            SlotGrant::Granted { slot } => slot,
+            busy => panic!("the holder's own slot cannot be busy: {busy:?}"),
+        })
+        .collect();
+    assert_eq!(granted.len(), 1, "one holder, one slot: {granted:?}");
+    for other in ["exec-s", "exec-t"] {
+        assert!(matches!(
+            store
+                .acquire_slot(&raced, other, 3, lease, now)
+                .await
+                .unwrap(),
+            SlotGrant::Granted { .. }
+        ));
+    }
+    assert!(matches!(
+        store
+            .acquire_slot(&raced, "exec-u", 3, lease, now)
+            .await
+            .unwrap(),
+        SlotGrant::Busy { .. }
+    ));
 }

@@ -424,6 +424,9 @@ impl RunStore for DynamoDbRunStore {
                 Err(e) => return Err(classify("UpdateItem", &e)),
             }
         }
+        // A slot this holder already has counts as free for it: two
+        // concurrent invocations of one execution (a retried Lambda racing the
+        // first) both land on the same slot instead of taking two.
         for slot in 0..max {
             let put = self
                 .client
@@ -434,8 +437,11 @@ impl RunStore for DynamoDbRunStore {
                 .item("holder", s(holder))
                 .item("leaseUntil", n(lease))
                 .item("expiresAt", n(lease + 86_400))
-                .condition_expression("attribute_not_exists(pk) OR leaseUntil < :now")
+                .condition_expression(
+                    "attribute_not_exists(pk) OR leaseUntil < :now OR holder = :holder",
+                )
                 .expression_attribute_values(":now", n(now.unix_timestamp()))
+                .expression_attribute_values(":holder", s(holder))
                 .send()
                 .await;
             match put {
