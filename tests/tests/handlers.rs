@@ -311,6 +311,30 @@ async fn a_stop_reported_while_the_reaper_cancels_is_still_recorded() {
 }
 
 #[tokio::test]
+async fn a_slot_taken_before_the_run_could_be_written_is_freed_when_the_launch_fails() {
+    let w = World::new();
+    // The slot is taken, then the run cannot be written, through every retry.
+    w.store
+        .fail_next_create(Error::transient("PutItem timed out"), FaultTiming::Before);
+    let s = spec(json!({"concurrency": {"max": 1, "whenBusy": "skip"}}));
+    let err = w.launch(s.clone(), 1, None).await.unwrap_err();
+    assert_eq!(err.class, FailureClass::Transient);
+    let caught = json!({
+        "spec": s,
+        "execution": World::execution("e1"),
+        "attempt": 1,
+        "error": {"Error": "Transient", "Cause": json!({"errorType": "Transient", "errorMessage": err.message}).to_string()}
+    });
+    let rec = record_run::function_handler(&w.record_deps(), caught)
+        .await
+        .unwrap();
+    assert_eq!((rec.status, rec.retry), (RunStatus::Failed, false));
+    // The next execution of the job is not blocked until the lease runs out.
+    let next = w.launch_in("e2", s, 1, None).await.unwrap();
+    assert_eq!(next.status, launch_run::LaunchStatus::Launched);
+}
+
+#[tokio::test]
 async fn bad_handler_input_gets_a_named_error() {
     let w = World::new();
     let err = launch_run::function_handler(&w.launch_deps(), json!({"spec": {}}))

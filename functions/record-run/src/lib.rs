@@ -69,6 +69,12 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
         let Some(error) = &input.error else {
             return Err(Error::invalid_input("record-run needs a runId or an error"));
         };
+        // The launch may have taken the job's slot before it failed to
+        // write the run: the execution ends here, so free it (a slot this
+        // execution does not hold is left alone).
+        if let (Some(job), Some(execution)) = (input.job(), &input.execution) {
+            deps.runs.release_slot(&job, &execution.id).await?;
+        }
         return Ok(RecordOutput {
             spec: input.spec.clone().unwrap_or(Value::Null),
             execution: input.execution.clone(),

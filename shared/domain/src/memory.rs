@@ -41,6 +41,7 @@ pub struct MemoryRunStore {
     slots: Mutex<Slots>,
     change_faults: Mutex<Vec<(RunStatus, Error, FaultTiming)>>,
     races: Mutex<Vec<(RunStatus, RunChange)>>,
+    create_faults: Mutex<Vec<(Error, FaultTiming)>>,
 }
 
 impl MemoryRunStore {
@@ -54,6 +55,10 @@ impl MemoryRunStore {
     /// is made.
     pub fn fail_next_change_to(&self, to: RunStatus, err: Error, timing: FaultTiming) {
         lock(&self.change_faults).push((to, err, timing));
+    }
+    /// The next `create_run` fails with `err`, before or after the run is stored.
+    pub fn fail_next_create(&self, err: Error, timing: FaultTiming) {
+        lock(&self.create_faults).push((err, timing));
     }
     /// Just before the next change to status `to`, another writer applies
     /// `racing` (a concurrent handler that got there first).
@@ -76,11 +81,21 @@ impl MemoryRunStore {
 #[async_trait]
 impl RunStore for MemoryRunStore {
     async fn create_run(&self, run: &RunRecord) -> Result<CreateOutcome> {
+        let fault = {
+            let mut faults = lock(&self.create_faults);
+            (!faults.is_empty()).then(|| faults.remove(0))
+        };
+        if let Some((err, FaultTiming::Before)) = fault {
+            return Err(err);
+        }
         let mut runs = lock(&self.runs);
         if let Some(existing) = runs.get(&run.run_id) {
             return Ok(CreateOutcome::Exists(existing.clone()));
         }
         runs.insert(run.run_id.clone(), run.clone());
+        if let Some((err, FaultTiming::After)) = fault {
+            return Err(err);
+        }
         Ok(CreateOutcome::Created)
     }
 
