@@ -34,6 +34,9 @@ pub const FUNCTIONS: [&str; 6] = [
 ];
 pub const LOCAL_CLUSTER: &str = "arn:aws:ecs:local:000000000000:cluster/local";
 pub const LOCAL_REGION: &str = "local";
+/// Where run-job keeps an alert notify-failure could not send (in AWS, the
+/// functions' dead-letter queue); locally, [`Handlers::dead_letters`].
+pub const LOCAL_DEAD_LETTERS: &str = "local://dead-letters";
 
 /// What `DefinitionSubstitutions` becomes locally: function names.
 pub fn local_substitutions() -> BTreeMap<&'static str, &'static str> {
@@ -43,6 +46,7 @@ pub fn local_substitutions() -> BTreeMap<&'static str, &'static str> {
         ("RecordRunFunctionArn", "record-run"),
         ("NotifyFailureFunctionArn", "notify-failure"),
         ("ClusterArn", LOCAL_CLUSTER),
+        ("AlertFallbackQueueUrl", LOCAL_DEAD_LETTERS),
     ])
 }
 
@@ -115,6 +119,18 @@ pub struct Handlers {
     pub notify: notify_failure::Deps,
     pub reap: reap_execution::Deps,
     pub tasks: Arc<dyn TaskRunner>,
+    /// Messages run-job sent to its dead-letter queue (alerts it could not send).
+    pub dead_letters: std::sync::Mutex<Vec<Value>>,
+}
+
+impl Handlers {
+    /// What run-job kept in its dead-letter queue so far.
+    pub fn dead_letters(&self) -> Vec<Value> {
+        self.dead_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// The Lambda integration: `FunctionName` picks the handler; the result has
@@ -133,6 +149,21 @@ impl Resources for Handlers {
                 Ok(()) => Ok(json!({})),
                 Err(e) => Err(Failure::new(format!("Ecs.{}", e.class), e.message)),
             };
+        }
+        if resource == "arn:aws:states:::sqs:sendMessage"
+            && call.parameters["QueueUrl"] == LOCAL_DEAD_LETTERS
+        {
+            let body = call
+                .parameters
+                .get("MessageBody")
+                .cloned()
+                .unwrap_or(Value::Null);
+            eprintln!("dead letter (an alert that could not be sent): {body}");
+            self.dead_letters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(body);
+            return Ok(json!({"MessageId": uuid::Uuid::new_v4().to_string()}));
         }
         if !resource.starts_with("arn:aws:states:::lambda:invoke") {
             return Err(Failure::new(
@@ -195,6 +226,8 @@ pub fn function_name(params: &Value) -> Option<String> {
 /// Whether a Task call goes to one of Stevedore's functions.
 pub fn is_stevedore_call(call: &TaskCall) -> bool {
     call.resource == "arn:aws:states:::aws-sdk:ecs:stopTask"
+        || (call.resource == "arn:aws:states:::sqs:sendMessage"
+            && call.parameters["QueueUrl"] == LOCAL_DEAD_LETTERS)
         || (call.resource.starts_with("arn:aws:states:::lambda:invoke")
             && function_name(&call.parameters).is_some_and(|n| FUNCTIONS.contains(&n.as_str())))
 }
@@ -306,6 +339,7 @@ impl LocalPlane {
                 region: LOCAL_REGION.into(),
             },
             tasks,
+            dead_letters: std::sync::Mutex::new(Vec::new()),
         });
         let resources: Arc<dyn Resources> = match config.wrap_resources {
             Some(wrap) => wrap(handlers.clone()),

@@ -31,11 +31,12 @@ enum When {
     After,
 }
 
-/// Fails the `nth` invocation of `function` with `error`.
+/// Fails invocations `nth` to `nth + times - 1` of `function` with `error`.
 struct FailOnce {
     inner: Arc<Handlers>,
     function: &'static str,
     nth: usize,
+    times: usize,
     error: &'static str,
     when: When,
     calls: Mutex<BTreeMap<String, usize>>,
@@ -51,7 +52,7 @@ impl Resources for FailOnce {
             *n += 1;
             *n
         };
-        if name != self.function || n != self.nth {
+        if name != self.function || n < self.nth || n >= self.nth + self.times {
             return self.inner.call(call).await;
         }
         if let When::After = self.when {
@@ -70,6 +71,17 @@ fn faulty(
     error: &'static str,
     when: When,
 ) -> World {
+    failing(script, function, error, when, 1)
+}
+
+/// `function`'s first `times` invocations fail with `error`.
+fn failing(
+    script: stevedore_local::tasks::SimScript,
+    function: &'static str,
+    error: &'static str,
+    when: When,
+    times: usize,
+) -> World {
     world_with(
         script,
         PlaneConfig {
@@ -78,6 +90,7 @@ fn faulty(
                     inner,
                     function,
                     nth: 1,
+                    times,
                     error,
                     when,
                     calls: Mutex::new(BTreeMap::new()),
@@ -152,6 +165,35 @@ async fn a_crash_of_notify_failure_is_retried_and_the_alert_still_goes_out() {
             assert!(sent.iter().all(|a| a.class == FailureClass::ExitedNonZero));
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alert_that_cannot_be_sent_is_kept_in_the_dead_letter_queue() {
+    // notify-failure fails through every retry (Lambda keeps answering
+    // ServiceException): the alert must not vanish.
+    let w = failing(
+        Arc::new(|_| SimOutcome::exits(Duration::from_secs(30), 3)),
+        "notify-failure",
+        "Lambda.ServiceException",
+        When::Before,
+        usize::MAX / 2,
+    );
+    let out = w.plane.run_job(spec(json!({})), "unsent").await;
+    assert_eq!(
+        out.error.as_deref(),
+        Some("ExitedNonZero"),
+        "the execution still fails with the job's error"
+    );
+    assert!(w.notifier.sent().is_empty());
+    let kept = w.plane.handlers.dead_letters();
+    assert_eq!(kept.len(), 1, "{kept:#?}");
+    assert_eq!(kept[0]["kind"], "stevedore-alert-not-sent");
+    assert_eq!(kept[0]["state"]["record"]["error"], "ExitedNonZero");
+    assert_eq!(
+        kept[0]["state"]["alertError"]["Error"],
+        "Lambda.ServiceException"
+    );
+    assert_eq!(kept[0]["state"]["spec"]["job"], "orders");
 }
 
 #[tokio::test(start_paused = true)]

@@ -37,6 +37,8 @@ struct Stack {
     names: BTreeMap<&'static str, String>,
     state_machine: String,
     http: reqwest::Client,
+    /// run-job's `AlertFallbackQueueUrl` (the functions' dead-letter queue).
+    dead_letters: String,
 }
 
 /// Where `cargo test --workspace` put the function binaries (the `lambda`
@@ -57,6 +59,12 @@ fn binary(function: &str) -> PathBuf {
 }
 
 async fn stack() -> Option<Stack> {
+    stack_alerting_to(None).await
+}
+
+/// A stack whose notify-failure publishes to `topic` instead of the
+/// fixture's topic (a topic that does not exist: alerts cannot be sent).
+async fn stack_alerting_to(topic: Option<&str>) -> Option<Stack> {
     // A moto of its own: executing state machines is a server-wide switch.
     let moto = emulator("STEVEDORE_TEST_MOTO_SFN")?;
     let ddb = emulator("STEVEDORE_TEST_DYNAMODB")?;
@@ -90,7 +98,7 @@ async fn stack() -> Option<Stack> {
             "CLUSTER": ecs.cluster,
             "SUBNETS": ecs.subnet,
             "SECURITY_GROUPS": ecs.security_group,
-            "ALERTS_TOPIC_ARN": alerts.topic_arn,
+            "ALERTS_TOPIC_ARN": topic.unwrap_or(&alerts.topic_arn),
             "CHECK_INTERVAL_SECONDS": "60",
             "RUST_LOG": "warn",
         });
@@ -108,6 +116,17 @@ async fn stack() -> Option<Stack> {
         names.insert(function, name);
     }
     subs.insert("ClusterArn", cluster_arn);
+    let dead_letters = alerts
+        .sqs
+        .create_queue()
+        .queue_name(unique("dead-letters"))
+        .send()
+        .await
+        .expect("dead-letter queue")
+        .queue_url()
+        .unwrap_or_default()
+        .to_string();
+    subs.insert("AlertFallbackQueueUrl", dead_letters.clone());
     let mut definition = stevedore_local::plane::RUN_JOB_ASL.to_string();
     for (k, v) in &subs {
         definition = definition.replace(&format!("${{{k}}}"), v);
@@ -130,6 +149,7 @@ async fn stack() -> Option<Stack> {
         names,
         state_machine: created.state_machine_arn().to_string(),
         http,
+        dead_letters,
     })
 }
 
@@ -465,4 +485,44 @@ async fn a_crash_of_watch_task_is_retried_and_does_not_stop_the_job() {
     );
     let runs = s.runs_of(&execution).await;
     assert_eq!(runs[0].status, RunStatus::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_that_cannot_be_published_is_kept_in_the_dead_letter_queue() {
+    let Some(s) = stack_alerting_to(Some("arn:aws:sns:us-east-1:123456789012:no-such-topic")).await
+    else {
+        return;
+    };
+    let spec = s.spec(json!({}));
+    let execution = s.start(&spec).await;
+    let task = s.next_task(&[]).await;
+    s.task_stops(&task, json!({"exitCode": 3, "runSeconds": 12}))
+        .await;
+    let (status, error, history) = s.finished(&execution).await;
+    assert_eq!(status, ExecutionStatus::Failed, "{history:#?}");
+    assert_eq!(
+        error.as_deref(),
+        Some("ExitedNonZero"),
+        "the job's error, still"
+    );
+    assert!(entered(&history).contains(&"Keep the alert".to_string()));
+    let kept = s
+        .alerts
+        .sqs
+        .receive_message()
+        .queue_url(&s.dead_letters)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive");
+    let bodies: Vec<Value> = kept
+        .messages()
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap_or("{}")).expect("JSON body"))
+        .collect();
+    assert_eq!(bodies.len(), 1, "{bodies:#?}");
+    assert_eq!(bodies[0]["kind"], "stevedore-alert-not-sent");
+    assert_eq!(bodies[0]["state"]["spec"]["job"], spec["job"]);
+    assert_eq!(bodies[0]["state"]["record"]["error"], "ExitedNonZero");
 }
