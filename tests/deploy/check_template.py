@@ -357,9 +357,28 @@ def check_function_timeouts(path, template, problems):
             problems.append(
                 f"{path}: {name} has Timeout {timeout} s; its {calls} AWS calls in a row may take {calls} x {per_call} s, plus its init: at least {need} s"
             )
+    # slack-notifier: one GetSecretValue, then one delivery within its budget.
+    slack = resources.get("SlackNotifierFunction")
+    if slack is not None:
+        budget = slack_delivery_budget_seconds(os.path.dirname(os.path.abspath(path)))
+        timeout = (slack.get("Properties") or {}).get("Timeout", globals_.get("Timeout", 3))
+        need = per_call + budget + INIT_SECONDS
+        if int(timeout) < need:
+            problems.append(
+                f"{path}: SlackNotifierFunction has Timeout {timeout} s; reading the secret ({per_call} s) and one delivery (DELIVERY_BUDGET, {budget} s) need {need} s"
+            )
     for name, r in resources.items():
         if r.get("Type") == "AWS::Serverless::Function" and name not in WORST_CALLS and name != "SlackNotifierFunction":
             problems.append(f"{path}: {name} has no worst case in WORST_CALLS")
+
+
+def slack_delivery_budget_seconds(root):
+    path = os.path.join(root, "functions", "slack-notifier", "src", "lib.rs")
+    with open(path, encoding="utf-8") as f:
+        m = re.search(r"DELIVERY_BUDGET: Duration = Duration::from_secs\((\d+)\)", f.read())
+    if not m:
+        raise SystemExit(f"no DELIVERY_BUDGET in {path}")
+    return int(m.group(1))
 
 
 def main(argv):

@@ -27,6 +27,13 @@ use tracing::{info, warn};
 /// How long a webhook URL read from Secrets Manager is reused.
 pub const WEBHOOK_CACHE_TTL: Duration = Duration::from_secs(300);
 
+/// The longest one delivery may take, every request, back-off and
+/// `Retry-After` included: the function's 60 s Timeout holds it with the
+/// secret read and the init (tests/deploy/check_template.py checks). A
+/// delivery that cannot finish in it fails, and Lambda retries the message
+/// later, then sends it to the dead-letter queue.
+pub const DELIVERY_BUDGET: Duration = Duration::from_secs(40);
+
 /// How the poster retries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -40,6 +47,9 @@ pub struct RetryPolicy {
     pub max_retry_after: Duration,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// All requests and waits of one delivery; no wait starts that would
+    /// end past it.
+    pub budget: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -50,6 +60,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(8),
             max_retry_after: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
+            budget: DELIVERY_BUDGET,
         }
     }
 }
@@ -81,13 +92,21 @@ impl SlackPoster {
     /// Posts `body` to the webhook, retrying as the module describes.
     pub async fn post(&self, webhook: &Secret, body: &Value) -> Result<Delivered> {
         check_webhook_url(webhook.expose())?;
+        let started = Instant::now();
+        // Whether waiting `wait` and sending once more still ends in the budget.
+        let fits = |wait: Duration| {
+            started.elapsed() + wait + self.policy.request_timeout.min(Duration::from_secs(1))
+                <= self.policy.budget
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
             let last = attempt >= self.policy.max_attempts;
+            let left = self.policy.budget.saturating_sub(started.elapsed());
             let sent = self
                 .http
                 .post(webhook.expose())
+                .timeout(self.policy.request_timeout.min(left))
                 .header("content-type", "application/json")
                 .body(body.to_string())
                 .send()
@@ -98,7 +117,7 @@ impl SlackPoster {
                     // reqwest's message would include the URL: drop it.
                     let e = e.without_url();
                     warn!(attempt, error = %e, "Slack webhook unreachable");
-                    if last {
+                    if last || !fits(self.backoff(attempt)) {
                         return Err(Error::transient(format!(
                             "Slack webhook unreachable after {attempt} attempts: {e}"
                         )));
@@ -122,7 +141,7 @@ impl SlackPoster {
                 429 => {
                     let wait = Duration::from_secs(retry_after.unwrap_or(1));
                     warn!(attempt, retry_after = wait.as_secs(), "Slack rate limit");
-                    if last || wait > self.policy.max_retry_after {
+                    if last || wait > self.policy.max_retry_after || !fits(wait) {
                         return Err(Error::new(
                             FailureClass::Throttled,
                             format!(
@@ -135,7 +154,7 @@ impl SlackPoster {
                 }
                 500..=599 => {
                     warn!(attempt, status, code = %code, "Slack server error");
-                    if last {
+                    if last || !fits(self.backoff(attempt)) {
                         return Err(Error::transient(format!(
                             "Slack answered {status} {code} after {attempt} attempts"
                         )));

@@ -137,6 +137,7 @@ fn fast_policy() -> RetryPolicy {
         max_delay: Duration::from_millis(100),
         max_retry_after: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
+        budget: Duration::from_secs(30),
     }
 }
 
@@ -273,6 +274,38 @@ async fn server_errors_that_do_not_stop_fail_the_delivery_after_the_last_attempt
     assert_eq!(slack.requests(), 4);
     assert_eq!(err.class, FailureClass::Transient);
     assert!(err.message.contains("500 rollup_error"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_delivery_never_outlasts_its_budget_whatever_slack_answers() {
+    // Each Retry-After is allowed on its own, but together they would pass
+    // the budget: the poster stops before the wait that would.
+    let slack = FakeSlack::start(vec![
+        (429, vec![("retry-after", "1".into())], "rate_limited");
+        10
+    ])
+    .await;
+    let poster = SlackPoster::new(RetryPolicy {
+        max_attempts: 10,
+        budget: Duration::from_millis(2500),
+        ..fast_policy()
+    });
+    let started = Instant::now();
+    let err = poster
+        .post(&Secret::new(slack.url.clone()), &json!({"text": "hi"}))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.class, FailureClass::Throttled);
+    assert_eq!(
+        slack.requests(),
+        2,
+        "requests at 0 s and 1 s; a third would end past 2.5 s"
+    );
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+    // The default budget fits in the function's 60 s Timeout with the
+    // secret read (12 s at most) and the init.
+    assert!(RetryPolicy::default().budget <= Duration::from_secs(60 - 12 - 5));
 }
 
 #[tokio::test]
