@@ -319,6 +319,7 @@ impl LocalPlane {
             events,
             record: record_run::Deps {
                 runs: store.clone(),
+                tasks: tasks.clone(),
                 clock: clock.clone(),
                 prices: prices.clone(),
                 region: LOCAL_REGION.into(),

@@ -202,6 +202,16 @@ impl Table {
         }
     }
 
+    fn running_started_by(&self, started_by: &str) -> Vec<String> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|t| t.started_by.as_deref() == Some(started_by) && !t.is_stopped())
+            .map(|t| t.task_arn.clone())
+            .collect()
+    }
+
     fn describe(&self, arns: &[String]) -> Vec<TaskLookup> {
         let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         arns.iter()
@@ -373,6 +383,10 @@ impl TaskRunner for ProcessTaskRunner {
         Ok(self.table.describe(task_arns))
     }
 
+    async fn find_running(&self, started_by: &str) -> Result<Vec<String>> {
+        Ok(self.table.running_started_by(started_by))
+    }
+
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()> {
         if !self.table.mark_stopping(task_arn, reason) {
             return Ok(());
@@ -515,6 +529,10 @@ impl TaskRunner for SimulatedTaskRunner {
 
     async fn describe_tasks(&self, task_arns: &[String]) -> Result<Vec<TaskLookup>> {
         Ok(self.table.describe(task_arns))
+    }
+
+    async fn find_running(&self, started_by: &str) -> Result<Vec<String>> {
+        Ok(self.table.running_started_by(started_by))
     }
 
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()> {

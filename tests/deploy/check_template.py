@@ -66,8 +66,9 @@ WORST_CALLS = {
     "WatchTaskFunction": 5,
     # GetItem, UpdateItem (STOPPED), SendTask*
     "TaskEventsFunction": 3,
-    # GetItem, UpdateItem (final), Query (failures before), UpdateItem (slot), Query
-    "RecordRunFunction": 5,
+    # GetItem, ListTasks, StopTask (a failed attempt's task), UpdateItem (final),
+    # Query (failures before), UpdateItem (slot), Query
+    "RecordRunFunction": 7,
     # GetItem, DescribeTaskDefinition, GetLogEvents, Publish
     "NotifyFailureFunction": 4,
     # Query (runs), then for each live run StopTask, UpdateItem, UpdateItem; slot

@@ -138,6 +138,7 @@ async fn run() -> Result<(), String> {
 
     let record = record_run::Deps {
         runs: store.clone(),
+        tasks: runner.clone(),
         clock: clock.clone(),
         prices: PriceTable::builtin(),
         region: REGION.into(),

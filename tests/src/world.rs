@@ -59,6 +59,7 @@ impl MemoryWorld {
     pub fn record_deps(&self) -> record_run::Deps {
         record_run::Deps {
             runs: self.store.clone(),
+            tasks: self.tasks.clone(),
             clock: self.clock.clone(),
             prices: PriceTable::builtin(),
             region: "us-east-1".into(),

@@ -43,6 +43,7 @@ async fn samples() -> Samples {
     };
     let record = record_run::Deps {
         runs: store.clone(),
+        tasks: tasks.clone(),
         clock: clock.clone(),
         prices: PriceTable::builtin(),
         region: "us-east-1".into(),

@@ -335,6 +335,74 @@ async fn a_slot_taken_before_the_run_could_be_written_is_freed_when_the_launch_f
 }
 
 #[tokio::test]
+async fn a_task_started_by_a_launch_that_then_failed_is_found_and_stopped() {
+    let w = World::new();
+    // RunTask succeeds, then the run cannot be marked RUNNING: the task ARN
+    // is never stored. The state machine gives up and records the failure.
+    w.store.fail_next_change_to(
+        RunStatus::Running,
+        Error::transient("UpdateItem timed out"),
+        FaultTiming::Before,
+    );
+    let s = spec(json!({}));
+    let err = w.launch(s.clone(), 1, None).await.unwrap_err();
+    let started = w.tasks.launches();
+    assert_eq!(started.len(), 1, "the task was started");
+    let caught = json!({
+        "spec": s,
+        "execution": World::execution("e1"),
+        "attempt": 1,
+        "error": {"Error": err.class.as_str(), "Cause": json!({"errorType": err.class.as_str(), "errorMessage": err.message}).to_string()}
+    });
+    let rec = record_run::function_handler(&w.record_deps(), caught)
+        .await
+        .unwrap();
+    assert_eq!(rec.status, RunStatus::Failed);
+    let stops = w.tasks.stops();
+    assert_eq!(stops.len(), 1, "the orphan is stopped: {stops:?}");
+    assert!(stops[0].0.contains(&started[0].client_token[..32]));
+    assert!(
+        stops[0].1.starts_with("Stevedore: the attempt failed"),
+        "{}",
+        stops[0].1
+    );
+    let run = w.store.all_runs().pop().unwrap();
+    let message = run.outcome.unwrap().message;
+    assert!(
+        message.contains(&stops[0].0),
+        "the record says what happened: {message}"
+    );
+}
+
+#[tokio::test]
+async fn a_task_whose_watch_and_stop_failed_is_stopped_when_the_attempt_is_recorded() {
+    let w = World::new();
+    let s = spec(json!({}));
+    let out = w.launch(s.clone(), 1, None).await.unwrap();
+    // "Wait for task" failed for good and "Stop task" could not stop it:
+    // "Record failed attempt" gets the watch's error.
+    let state = json!({
+        "spec": s,
+        "execution": World::execution("e1"),
+        "attempt": 1,
+        "launch": {"runId": out.run_id, "taskArn": out.task_arn},
+        "error": {"Error": "Lambda.Unknown", "Cause": "watch-task did not return"}
+    });
+    let rec = record_run::function_handler(&w.record_deps(), state)
+        .await
+        .unwrap();
+    assert_eq!(rec.status, RunStatus::Failed);
+    assert_eq!(
+        w.tasks
+            .stops()
+            .iter()
+            .map(|(arn, _)| arn.clone())
+            .collect::<Vec<_>>(),
+        vec![out.task_arn.unwrap()]
+    );
+}
+
+#[tokio::test]
 async fn bad_handler_input_gets_a_named_error() {
     let w = World::new();
     let err = launch_run::function_handler(&w.launch_deps(), json!({"spec": {}}))

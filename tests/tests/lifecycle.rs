@@ -62,6 +62,7 @@ impl Plane {
             },
             record: record_run::Deps {
                 runs: store.clone(),
+                tasks: runner.clone(),
                 clock: clock.clone(),
                 prices: PriceTable::builtin(),
                 region: REGION.into(),
@@ -633,4 +634,26 @@ async fn an_aborted_execution_has_its_task_stopped_and_its_run_cancelled() {
     let run = p.run(&launched.run_id).await;
     assert_eq!(run.status, RunStatus::Cancelled);
     assert!(slot_holders(&p.store, &job).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_task_is_found_by_its_exact_started_by_through_ecs_list_tasks() {
+    let Some(p) = Plane::new().await else { return };
+    let job = unique("orphan");
+    let launched = p
+        .launch(&p.spec(&job, json!({})), &p.execution(), 1)
+        .await
+        .expect("launch");
+    let runner = p.ecs.runner();
+    let started_by = format!("stevedore/{}", launched.run_id);
+    use stevedore_domain::ports::TaskRunner;
+    assert_eq!(
+        runner.find_running(&started_by).await.expect("ListTasks"),
+        vec![launched.task_arn.clone().unwrap()]
+    );
+    assert!(runner
+        .find_running(&format!("{started_by}-other"))
+        .await
+        .expect("ListTasks")
+        .is_empty());
 }

@@ -174,7 +174,7 @@ fn handlers(iterations: u64) {
         let launch = launch_run::Deps { tasks: tasks.clone(), runs: store.clone(), clock: clock.clone(), config: launch_run::Config::default() };
         let watch = watch_task::Deps { tasks: tasks.clone(), runs: store.clone(), tokens: tokens.clone(), clock: clock.clone(), config: watch_task::Config::default() };
         let events = task_events::Deps { runs: store.clone(), tokens: tokens.clone() };
-        let record = record_run::Deps { runs: store.clone(), clock: clock.clone(), prices: stevedore_domain::cost::PriceTable::builtin(), region: "us-east-1".into() };
+        let record = record_run::Deps { runs: store.clone(), tasks: tasks.clone(), clock: clock.clone(), prices: stevedore_domain::cost::PriceTable::builtin(), region: "us-east-1".into() };
         let notifier = Arc::new(RecordingNotifier::default());
         let notify = notify_failure::Deps { runs: store.clone(), notifier: notifier.clone(), logs: Arc::new(TwentyLines) };
         let spec = json!({"job": "orders-ingest", "taskDefinition": "etl:3", "container": "app", "command": ["python", "-m", "ingest"], "environment": {"TARGET_SCHEMA": "raw"}, "timeout": "45m", "retry": {"maxAttempts": 1}});

@@ -9,7 +9,7 @@ use serde_json::Value;
 use stevedore_domain::cost::PriceTable;
 use stevedore_domain::failure::Outcome;
 use stevedore_domain::flow::{failures_before, finalize, parse_input, unwrap_state, AttemptInput};
-use stevedore_domain::ports::{Clock, RunStore};
+use stevedore_domain::ports::{Clock, RunStore, TaskRunner};
 use stevedore_domain::run::{ChangeOutcome, RunChange, RunRecord};
 use stevedore_domain::spec::{Capacity, JobSpec};
 use stevedore_domain::{Error, FailureClass, Result, RunStatus};
@@ -17,6 +17,8 @@ use tracing::{info, warn};
 
 pub struct Deps {
     pub runs: Arc<dyn RunStore>,
+    /// To stop a task the failed attempt may have left running.
+    pub tasks: Arc<dyn TaskRunner>,
     pub clock: Arc<dyn Clock>,
     pub prices: PriceTable,
     /// The region whose prices apply (`AWS_REGION`).
@@ -101,8 +103,16 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
         // The launch failed after the run was written (or a later step
         // failed): record the failure as the attempt's outcome.
         (Some(error), status) if !status.is_terminal() && status != RunStatus::Stopped => {
+            let stopped = stop_left_running(deps, &run, &error.class()).await?;
+            let mut message = error.message();
+            if !stopped.is_empty() {
+                message.push_str(&format!(
+                    " (Stevedore stopped the task the attempt had left running: {})",
+                    stopped.join(", ")
+                ));
+            }
             let change = RunChange {
-                outcome: Some(Outcome::failed(error.class(), error.message(), None)),
+                outcome: Some(Outcome::failed(error.class(), message, None)),
                 finished_at: Some(now),
                 ..RunChange::to(RunStatus::Failed)
             };
@@ -127,6 +137,28 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
     };
     let spec = input.spec.clone().unwrap_or_else(|| run.spec.clone());
     decide(deps, run, spec).await
+}
+
+/// A failed attempt must not leave a task running unobserved: the task the
+/// run knows of (the watch failed, or stopping it did), or, when the launch
+/// failed after RunTask and before the run could say so, every task started
+/// with the run's `startedBy`.
+async fn stop_left_running(
+    deps: &Deps,
+    run: &RunRecord,
+    class: &FailureClass,
+) -> Result<Vec<String>> {
+    let arns = match &run.task_arn {
+        Some(arn) => vec![arn.clone()],
+        None => deps.tasks.find_running(&run.started_by()).await?,
+    };
+    let reason =
+        format!("Stevedore: the attempt failed ({class}) before its task was seen to stop");
+    for arn in &arns {
+        deps.tasks.stop_task(arn, &reason).await?;
+        warn!(run_id = %run.run_id, task_arn = %arn, "stopped a task the failed attempt left running");
+    }
+    Ok(arns)
 }
 
 async fn decide(deps: &Deps, run: RunRecord, raw_spec: Value) -> Result<RecordOutput> {

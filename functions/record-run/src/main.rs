@@ -3,7 +3,7 @@ use std::sync::Arc;
 use lambda_runtime::{service_fn, LambdaEvent};
 use record_run::{function_handler, Deps};
 use serde_json::Value;
-use stevedore_aws::DynamoDbRunStore;
+use stevedore_aws::{DynamoDbRunStore, EcsSettings, EcsTaskRunner};
 use stevedore_domain::cost::PriceTable;
 use stevedore_domain::ports::SystemClock;
 use stevedore_lambda::{config_or_exit, init_logging, LambdaError};
@@ -12,9 +12,11 @@ use stevedore_lambda::{config_or_exit, init_logging, LambdaError};
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_logging();
     let region = config_or_exit(stevedore_aws::env_required("AWS_REGION"));
+    let settings = config_or_exit(EcsSettings::from_env());
     let sdk = stevedore_aws::load_config().await;
     let deps = Deps {
         runs: Arc::new(config_or_exit(DynamoDbRunStore::from_env(&sdk))),
+        tasks: Arc::new(EcsTaskRunner::from_sdk(&sdk, settings)),
         clock: Arc::new(SystemClock),
         prices: PriceTable::builtin(),
         region,

@@ -323,4 +323,27 @@ impl TaskRunner for EcsTaskRunner {
             }
         }
     }
+
+    #[instrument(skip_all, fields(started_by = %started_by))]
+    async fn find_running(&self, started_by: &str) -> Result<Vec<String>> {
+        // ListTasks lists tasks whose desired status is RUNNING (the default).
+        let mut arns = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_tasks()
+                .cluster(&self.settings.cluster)
+                .started_by(started_by)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| classify("ListTasks", &e))?;
+            arns.extend(out.task_arns().iter().cloned());
+            match out.next_token() {
+                Some(token) if !token.is_empty() => next = Some(token.to_string()),
+                _ => return Ok(arns),
+            }
+        }
+    }
 }

@@ -255,6 +255,14 @@ impl TaskRunner for FakeTaskRunner {
             .collect())
     }
 
+    async fn find_running(&self, started_by: &str) -> Result<Vec<String>> {
+        Ok(lock(&self.tasks)
+            .values()
+            .filter(|t| t.started_by.as_deref() == Some(started_by) && !t.is_stopped())
+            .map(|t| t.task_arn.clone())
+            .collect())
+    }
+
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()> {
         lock(&self.stops).push((task_arn.to_string(), reason.to_string()));
         Ok(())

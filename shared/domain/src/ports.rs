@@ -63,6 +63,9 @@ pub trait TaskRunner: Send + Sync {
     async fn describe_tasks(&self, task_arns: &[String]) -> Result<Vec<TaskLookup>>;
     /// Asks ECS to stop a task; stopping a stopped task is not an error.
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()>;
+    /// The tasks not yet stopped that were started with exactly this
+    /// `startedBy`: how a task whose launch was never recorded is found.
+    async fn find_running(&self, started_by: &str) -> Result<Vec<String>>;
 }
 
 #[async_trait]
