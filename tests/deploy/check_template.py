@@ -334,17 +334,19 @@ def check_stack_name_limit(path, template, readme, problems):
     print(f"stack names up to {longest} characters give names within every limit")
 
 
-def operation_timeout_seconds(root):
-    path = os.path.join(root, "shared", "aws", "src", "lib.rs")
+def rust_duration_seconds(root, relative, name):
+    """The seconds of `const NAME: Duration = Duration::from_secs(N)` in a Rust file."""
+    path = os.path.join(root, relative)
     with open(path, encoding="utf-8") as f:
-        m = re.search(r"OPERATION_TIMEOUT: Duration = Duration::from_secs\((\d+)\)", f.read())
+        m = re.search(rf"{name}: Duration = Duration::from_secs\((\d+)\)", f.read())
     if not m:
-        raise SystemExit(f"no OPERATION_TIMEOUT in {path}")
+        raise SystemExit(f"no {name} in {path}")
     return int(m.group(1))
 
 
 def check_function_timeouts(path, template, problems):
-    per_call = operation_timeout_seconds(os.path.dirname(os.path.abspath(path)))
+    root = os.path.dirname(os.path.abspath(path))
+    per_call = rust_duration_seconds(root, "shared/aws/src/lib.rs", "OPERATION_TIMEOUT")
     globals_ = ((template.get("Globals") or {}).get("Function") or {})
     resources = template.get("Resources") or {}
     for name, calls in WORST_CALLS.items():
@@ -361,7 +363,7 @@ def check_function_timeouts(path, template, problems):
     # slack-notifier: one GetSecretValue, then one delivery within its budget.
     slack = resources.get("SlackNotifierFunction")
     if slack is not None:
-        budget = slack_delivery_budget_seconds(os.path.dirname(os.path.abspath(path)))
+        budget = rust_duration_seconds(root, "functions/slack-notifier/src/lib.rs", "DELIVERY_BUDGET")
         timeout = (slack.get("Properties") or {}).get("Timeout", globals_.get("Timeout", 3))
         need = per_call + budget + INIT_SECONDS
         if int(timeout) < need:
@@ -371,15 +373,6 @@ def check_function_timeouts(path, template, problems):
     for name, r in resources.items():
         if r.get("Type") == "AWS::Serverless::Function" and name not in WORST_CALLS and name != "SlackNotifierFunction":
             problems.append(f"{path}: {name} has no worst case in WORST_CALLS")
-
-
-def slack_delivery_budget_seconds(root):
-    path = os.path.join(root, "functions", "slack-notifier", "src", "lib.rs")
-    with open(path, encoding="utf-8") as f:
-        m = re.search(r"DELIVERY_BUDGET: Duration = Duration::from_secs\((\d+)\)", f.read())
-    if not m:
-        raise SystemExit(f"no DELIVERY_BUDGET in {path}")
-    return int(m.group(1))
 
 
 def main(argv):

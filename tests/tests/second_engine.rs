@@ -255,21 +255,25 @@ impl Stack {
                 .await
                 .expect("describe execution");
             if *d.status() != ExecutionStatus::Running {
-                let history = self
-                    .sfn
-                    .get_execution_history()
-                    .execution_arn(execution)
-                    .max_results(1000)
-                    .send()
-                    .await
-                    .expect("history")
-                    .events()
-                    .to_vec();
+                let history = self.history(execution).await;
                 return (d.status().clone(), d.error().map(str::to_string), history);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("execution {execution} did not end within 60 s");
+    }
+
+    /// The execution's history so far.
+    async fn history(&self, execution: &str) -> Vec<HistoryEvent> {
+        self.sfn
+            .get_execution_history()
+            .execution_arn(execution)
+            .max_results(1000)
+            .send()
+            .await
+            .expect("history")
+            .events()
+            .to_vec()
     }
 
     async fn runs_of(&self, execution: &str) -> Vec<stevedore_domain::run::RunRecord> {
@@ -440,25 +444,12 @@ async fn a_crash_of_watch_task_is_retried_and_does_not_stop_the_job() {
     let task = s.next_task(&[]).await;
     // Let the retried watch-task run before the job ends.
     for _ in 0..300 {
-        let (_, _, history) = (
-            ExecutionStatus::Running,
-            None::<String>,
-            s.sfn
-                .get_execution_history()
-                .execution_arn(&execution)
-                .send()
-                .await
-                .expect("history")
-                .events()
-                .to_vec(),
-        );
-        if history
+        let history = s.history(&execution).await;
+        let retried_watch_waits = history
             .iter()
-            .filter(|e| e.r#type() == &aws_sdk_sfn::types::HistoryEventType::TaskSubmitted)
-            .count()
-            >= 1
-            && failed_tasks(&history).iter().any(|e| e == "Lambda.Unknown")
-        {
+            .any(|e| e.r#type() == &aws_sdk_sfn::types::HistoryEventType::TaskSubmitted)
+            && failed_tasks(&history).iter().any(|e| e == "Lambda.Unknown");
+        if retried_watch_waits {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
