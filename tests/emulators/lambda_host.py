@@ -105,6 +105,13 @@ class Function:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
         self.process = None
+        # An invocation the dead process never took dies with it (invocations
+        # are served one at a time, so nothing else is queued).
+        while True:
+            try:
+                self.pending.get_nowait()
+            except queue.Empty:
+                break
         # Wake the dead process's waiting `next` so it cannot take the next
         # invocation (see Runtime.do_GET).
         self.generation += 1
