@@ -72,8 +72,7 @@ class Function:
         self.invocations = 0
         self.generation = 0
         self.nexts = 0  # `next` requests: the first one ends the init
-        self.unexpected = []  # requests other than the Runtime API's
-        self.before_first_next = []  # ... made during the init
+        self.before_first_next = []  # requests other than `next` made during the init
         self.server = QuietServer(("127.0.0.1", 0), runtime_handler(self))
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -173,7 +172,6 @@ def runtime_handler(fn: Function):
 
         def do_GET(self):
             if not self.path.endswith("/runtime/invocation/next"):
-                fn.unexpected.append(f"GET {self.path}")
                 if fn.nexts == 0:
                     fn.before_first_next.append(f"GET {self.path}")
                 return self.reply(404)
@@ -211,7 +209,6 @@ def runtime_handler(fn: Function):
             if self.path.endswith("/runtime/init/error"):
                 sys.stderr.write(f"{fn.name}: init error: {body.decode(errors='replace')}\n")
                 return self.reply(202, b'{"status":"OK"}')
-            fn.unexpected.append(f"POST {self.path}")
             if fn.nexts == 0:
                 fn.before_first_next.append(f"POST {self.path}")
             return self.reply(400, b'{"errorMessage":"unknown request id"}')

@@ -20,6 +20,17 @@ fn spec(extra: Value) -> Value {
     s
 }
 
+/// What "Record failed launch" passes record-run when attempt 1 of the
+/// execution `e1` failed to launch with `err` (Lambda's error shape).
+fn caught(spec: &Value, err: &Error) -> Value {
+    json!({
+        "spec": spec,
+        "execution": World::execution("e1"),
+        "attempt": 1,
+        "error": {"Error": err.class.as_str(), "Cause": json!({"errorType": err.class.as_str(), "errorMessage": err.message}).to_string()}
+    })
+}
+
 #[tokio::test]
 async fn spot_with_fallback_launches_on_demand_when_spot_has_no_capacity() {
     let w = World::new();
@@ -135,13 +146,7 @@ async fn a_failed_launch_is_recorded_from_the_caught_error() {
     ));
     let s = spec(json!({}));
     let err = w.launch(s.clone(), 1, None).await.unwrap_err();
-    let caught = json!({
-        "spec": s,
-        "execution": World::execution("e1"),
-        "attempt": 1,
-        "error": {"Error": err.class.as_str(), "Cause": json!({"errorType": err.class.as_str(), "errorMessage": err.message}).to_string()}
-    });
-    let rec = record_run::function_handler(&w.record_deps(), caught)
+    let rec = record_run::function_handler(&w.record_deps(), caught(&s, &err))
         .await
         .unwrap();
     assert_eq!(
@@ -319,13 +324,7 @@ async fn a_slot_taken_before_the_run_could_be_written_is_freed_when_the_launch_f
     let s = spec(json!({"concurrency": {"max": 1, "whenBusy": "skip"}}));
     let err = w.launch(s.clone(), 1, None).await.unwrap_err();
     assert_eq!(err.class, FailureClass::Transient);
-    let caught = json!({
-        "spec": s,
-        "execution": World::execution("e1"),
-        "attempt": 1,
-        "error": {"Error": "Transient", "Cause": json!({"errorType": "Transient", "errorMessage": err.message}).to_string()}
-    });
-    let rec = record_run::function_handler(&w.record_deps(), caught)
+    let rec = record_run::function_handler(&w.record_deps(), caught(&s, &err))
         .await
         .unwrap();
     assert_eq!((rec.status, rec.retry), (RunStatus::Failed, false));
@@ -348,13 +347,7 @@ async fn a_task_started_by_a_launch_that_then_failed_is_found_and_stopped() {
     let err = w.launch(s.clone(), 1, None).await.unwrap_err();
     let started = w.tasks.launches();
     assert_eq!(started.len(), 1, "the task was started");
-    let caught = json!({
-        "spec": s,
-        "execution": World::execution("e1"),
-        "attempt": 1,
-        "error": {"Error": err.class.as_str(), "Cause": json!({"errorType": err.class.as_str(), "errorMessage": err.message}).to_string()}
-    });
-    let rec = record_run::function_handler(&w.record_deps(), caught)
+    let rec = record_run::function_handler(&w.record_deps(), caught(&s, &err))
         .await
         .unwrap();
     assert_eq!(rec.status, RunStatus::Failed);
