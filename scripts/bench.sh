@@ -13,7 +13,7 @@ what=("$@")
 
 cargo build --quiet --release --locked -p stevedore-bench
 bench="$CARGO_TARGET_DIR/release/stevedore-bench"
-functions=(launch-run watch-task task-events record-run notify-failure reap-execution slack-notifier)
+functions=(launch-run watch-task task-events record-run notify-failure reap-execution sweep-tasks slack-notifier)
 
 for w in "${what[@]}"; do
   case "$w" in

@@ -17,7 +17,7 @@ cd "$ROOT"
 mode=${1:-all}
 case "$mode" in all | build | check) ;; *) die "usage: bash scripts/check-deploy.sh [build|check]" ;; esac
 
-FUNCTIONS=(LaunchRunFunction WatchTaskFunction TaskEventsFunction RecordRunFunction NotifyFailureFunction ReapExecutionFunction SlackNotifierFunction)
+FUNCTIONS=(LaunchRunFunction WatchTaskFunction TaskEventsFunction RecordRunFunction NotifyFailureFunction ReapExecutionFunction SweepTasksFunction SlackNotifierFunction)
 
 validate() {
   ensure_deploy_tools

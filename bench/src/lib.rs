@@ -163,6 +163,10 @@ impl RunStore for CountingStore {
         self.write(200);
         self.inner.release_slot(job, holder).await
     }
+    async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
+        self.write(note.len() + 100);
+        self.inner.add_note(run_id, note).await
+    }
 }
 
 #[derive(Default)]
@@ -314,6 +318,7 @@ fn stevedore_local_run(
         cost: None,
         finished_at: None,
         expires_at: 0,
+        notes: Vec::new(),
     }
 }
 

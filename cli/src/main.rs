@@ -303,7 +303,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             retention_days: 400,
             observer: Some(Arc::new(progress)),
             log_dir: Some(home.join("logs")),
-            wrap_resources: None,
+            ..PlaneConfig::default()
         },
     )
     .map_err(|e| anyhow!("{}", e.message))?;

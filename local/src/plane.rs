@@ -34,6 +34,8 @@ pub const FUNCTIONS: [&str; 6] = [
 ];
 pub const LOCAL_CLUSTER: &str = "arn:aws:ecs:local:000000000000:cluster/local";
 pub const LOCAL_REGION: &str = "local";
+/// What local mode tags its tasks with as their stack.
+pub const LOCAL_STACK: &str = "local";
 /// Where run-job keeps an alert notify-failure could not send (in AWS, the
 /// functions' dead-letter queue); locally, [`Handlers::dead_letters`].
 pub const LOCAL_DEAD_LETTERS: &str = "local://dead-letters";
@@ -249,6 +251,8 @@ pub struct LocalPlane {
 /// Puts something between the engine and the handlers: what the state
 /// machine's Task states call (fault injection in tests and the simulator).
 pub type ResourcesWrapper = Box<dyn FnOnce(Arc<Handlers>) -> Arc<dyn Resources> + Send + Sync>;
+/// Puts something between the handlers and the engine's task tokens.
+pub type TokensWrapper = Box<dyn FnOnce(Arc<dyn TaskTokens>) -> Arc<dyn TaskTokens> + Send + Sync>;
 
 pub struct PlaneConfig {
     pub check_interval_seconds: u64,
@@ -258,6 +262,10 @@ pub struct PlaneConfig {
     pub log_dir: Option<std::path::PathBuf>,
     /// Wraps the handlers the engine invokes; `None` calls them directly.
     pub wrap_resources: Option<ResourcesWrapper>,
+    /// Wraps the task-token port the handlers use (fault injection).
+    pub wrap_tokens: Option<TokensWrapper>,
+    /// Tagged on tasks as `stevedore:stack` (the sweep's own tasks).
+    pub stack: Option<String>,
 }
 
 impl Default for PlaneConfig {
@@ -268,6 +276,8 @@ impl Default for PlaneConfig {
             observer: None,
             log_dir: None,
             wrap_resources: None,
+            wrap_tokens: None,
+            stack: Some(LOCAL_STACK.into()),
         }
     }
 }
@@ -283,7 +293,10 @@ impl LocalPlane {
         let definition = run_job_definition()
             .map_err(|e| Error::invalid_input(format!("statemachines/run-job.asl.json: {e}")))?;
         let tokens = Arc::new(Tokens::default());
-        let task_tokens: Arc<dyn TaskTokens> = Arc::new(EngineTokens(tokens.clone()));
+        let mut task_tokens: Arc<dyn TaskTokens> = Arc::new(EngineTokens(tokens.clone()));
+        if let Some(wrap) = config.wrap_tokens {
+            task_tokens = wrap(task_tokens);
+        }
         let tasks: Arc<dyn TaskRunner> = runner.clone();
         let prices = PriceTable::builtin();
         let events = Arc::new(task_events::Deps {
@@ -307,6 +320,7 @@ impl LocalPlane {
                 config: launch_run::Config {
                     check_interval_seconds: config.check_interval_seconds,
                     retention_days: config.retention_days,
+                    stack: config.stack.clone(),
                 },
             },
             watch: watch_task::Deps {

@@ -299,4 +299,31 @@ impl RunStore for SqliteRunStore {
             .map_err(db_err)?;
         Ok(())
     }
+
+    async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let json: Option<String> = tx
+            .query_row(
+                "SELECT record FROM runs WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let Some(json) = json else {
+            return Ok(false);
+        };
+        let mut run = decode(&json)?;
+        run.notes.push(note.to_string());
+        tx.execute(
+            "UPDATE runs SET record = ?2 WHERE run_id = ?1",
+            params![run_id, encode(&run)?],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(true)
+    }
 }

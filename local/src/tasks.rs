@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use stevedore_domain::ports::{Clock, Launch, LaunchedTask, TaskRunner};
+use stevedore_domain::ports::{Clock, Launch, LaunchedTask, RunningTask, TaskRunner};
 use stevedore_domain::task::{Attribute, ContainerState, TaskDescription, TaskLookup};
 use stevedore_domain::{Error, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -48,6 +48,7 @@ impl LocalRunner for SimulatedTaskRunner {
 struct Table {
     tasks: Mutex<HashMap<String, TaskDescription>>,
     by_token: Mutex<HashMap<String, String>>,
+    tags: Mutex<HashMap<String, BTreeMap<String, String>>>,
     sink: OnceLock<EventSink>,
     clock: Arc<dyn Clock>,
 }
@@ -57,6 +58,7 @@ impl Table {
         Table {
             tasks: Mutex::new(HashMap::new()),
             by_token: Mutex::new(HashMap::new()),
+            tags: Mutex::new(HashMap::new()),
             sink: OnceLock::new(),
             clock,
         }
@@ -134,7 +136,11 @@ impl Table {
         self.by_token
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(launch.client_token.clone(), arn);
+            .insert(launch.client_token.clone(), arn.clone());
+        self.tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(arn, launch.tags.clone());
         task
     }
 
@@ -209,7 +215,32 @@ impl Table {
             .values()
             .filter(|t| t.started_by.as_deref() == Some(started_by) && !t.is_stopped())
             .map(|t| t.task_arn.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect()
+    }
+
+    /// Tasks not stopped nor asked to stop, oldest first.
+    fn running_with_prefix(&self, prefix: &str) -> Vec<RunningTask> {
+        let tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<RunningTask> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|t| !t.is_stopped() && t.desired_status.as_deref() != Some("STOPPED"))
+            .filter_map(|t| {
+                let started_by = t.started_by.clone().filter(|s| s.starts_with(prefix))?;
+                Some(RunningTask {
+                    task_arn: t.task_arn.clone(),
+                    started_by,
+                    created_at: t.created_at,
+                    tags: tags.get(&t.task_arn).cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (a.created_at, &a.task_arn).cmp(&(b.created_at, &b.task_arn)));
+        out
     }
 
     fn describe(&self, arns: &[String]) -> Vec<TaskLookup> {
@@ -387,6 +418,10 @@ impl TaskRunner for ProcessTaskRunner {
         Ok(self.table.running_started_by(started_by))
     }
 
+    async fn list_running(&self, prefix: &str) -> Result<Vec<RunningTask>> {
+        Ok(self.table.running_with_prefix(prefix))
+    }
+
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()> {
         if !self.table.mark_stopping(task_arn, reason) {
             return Ok(());
@@ -533,6 +568,10 @@ impl TaskRunner for SimulatedTaskRunner {
 
     async fn find_running(&self, started_by: &str) -> Result<Vec<String>> {
         Ok(self.table.running_started_by(started_by))
+    }
+
+    async fn list_running(&self, prefix: &str) -> Result<Vec<RunningTask>> {
+        Ok(self.table.running_with_prefix(prefix))
     }
 
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()> {

@@ -72,9 +72,14 @@ WORST_CALLS = {
     # GetItem, DescribeTaskDefinition, GetLogEvents, Publish
     "NotifyFailureFunction": 4,
     # Query (runs), then for each live run StopTask, UpdateItem, UpdateItem; slot
-    # (two live runs at most: the current attempt and one being recorded)
-    "ReapExecutionFunction": 8,
+    # (two live runs at most: the current attempt and one being recorded), and
+    # a ListTasks for a run whose launch was cut short before it named its task
+    "ReapExecutionFunction": 9,
 }
+# sweep-tasks lists the cluster's running tasks (a ListTasks page and a
+# DescribeTasks batch per 100 tasks; this many pages, worst case), then works
+# within its budget (BUDGET_SECONDS) and finishes the call in flight.
+SWEEP_LIST_PAGES = 10
 INIT_SECONDS = 5
 
 
@@ -344,6 +349,16 @@ def rust_duration_seconds(root, relative, name):
     return int(m.group(1))
 
 
+def rust_i64(root, relative, name):
+    """The value of `const NAME: i64 = N;` in a Rust file."""
+    path = os.path.join(root, relative)
+    with open(path, encoding="utf-8") as f:
+        m = re.search(rf"{name}: i64 = (\d+);", f.read())
+    if not m:
+        raise SystemExit(f"no {name} in {path}")
+    return int(m.group(1))
+
+
 def check_function_timeouts(path, template, problems):
     root = os.path.dirname(os.path.abspath(path))
     per_call = rust_duration_seconds(root, "shared/aws/src/lib.rs", "OPERATION_TIMEOUT")
@@ -370,8 +385,18 @@ def check_function_timeouts(path, template, problems):
             problems.append(
                 f"{path}: SlackNotifierFunction has Timeout {timeout} s; reading the secret ({per_call} s) and one delivery (DELIVERY_BUDGET, {budget} s) need {need} s"
             )
+    sweep = resources.get("SweepTasksFunction")
+    if sweep is not None:
+        budget = rust_i64(root, "functions/sweep-tasks/src/lib.rs", "BUDGET_SECONDS")
+        timeout = (sweep.get("Properties") or {}).get("Timeout", globals_.get("Timeout", 3))
+        need = 2 * SWEEP_LIST_PAGES * per_call + budget + per_call + INIT_SECONDS
+        if int(timeout) < need:
+            problems.append(
+                f"{path}: SweepTasksFunction has Timeout {timeout} s; listing {SWEEP_LIST_PAGES} pages of tasks ({2 * SWEEP_LIST_PAGES} calls of {per_call} s), its budget ({budget} s) and the call in flight need {need} s"
+            )
+    special = {"SlackNotifierFunction", "SweepTasksFunction"}
     for name, r in resources.items():
-        if r.get("Type") == "AWS::Serverless::Function" and name not in WORST_CALLS and name != "SlackNotifierFunction":
+        if r.get("Type") == "AWS::Serverless::Function" and name not in WORST_CALLS and name not in special:
             problems.append(f"{path}: {name} has no worst case in WORST_CALLS")
 
 

@@ -50,6 +50,7 @@ pub fn sample_run(
         cost: None,
         finished_at: None,
         expires_at: (created_at + Duration::days(400)).unix_timestamp(),
+        notes: Vec::new(),
     }
 }
 
@@ -83,6 +84,31 @@ pub async fn run_store_contract(store: &dyn RunStore) {
     transitions(store).await;
     listing(store).await;
     slots(store).await;
+    notes(store).await;
+}
+
+async fn notes(store: &dyn RunStore) {
+    let run = sample_run(
+        &unique("job"),
+        &format!("arn:aws:states:us-east-1:1:execution:m:{}", unique("e")),
+        1,
+        datetime!(2026-11-24 06:00:00 UTC),
+    );
+    store.create_run(&run).await.unwrap();
+    let failed = RunChange {
+        finished_at: Some(datetime!(2026-11-24 06:01:00 UTC)),
+        ..RunChange::to(RunStatus::Failed)
+    };
+    change(store, &run.run_id, failed).await;
+    // A note goes on whatever the status, and leaves the rest as it was.
+    assert!(store.add_note(&run.run_id, "first").await.unwrap());
+    assert!(store.add_note(&run.run_id, "second").await.unwrap());
+    let now = store.get_run(&run.run_id).await.unwrap().unwrap();
+    assert_eq!(now.notes, vec!["first".to_string(), "second".to_string()]);
+    assert_eq!(now.status, RunStatus::Failed);
+    assert!(now.finished_at.is_some());
+    assert!(!store.add_note("no-such-run", "x").await.unwrap());
+    assert_eq!(store.get_run("no-such-run").await.unwrap(), None);
 }
 
 async fn create_and_get(store: &dyn RunStore) {

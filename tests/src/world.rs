@@ -72,6 +72,17 @@ impl MemoryWorld {
             logs: self.logs.clone(),
         }
     }
+    pub fn sweep_deps(&self, stack: Option<&str>) -> sweep_tasks::Deps {
+        sweep_tasks::Deps {
+            tasks: self.tasks.clone(),
+            runs: self.store.clone(),
+            clock: self.clock.clone(),
+            config: sweep_tasks::Config {
+                stack: stack.map(str::to_string),
+                ..sweep_tasks::Config::default()
+            },
+        }
+    }
     /// The execution (by name) a state machine input carries.
     pub fn execution(name: &str) -> Value {
         json!({"id": format!("arn:aws:states:us-east-1:123456789012:execution:stevedore-run-job:{name}"), "name": name, "startTime": "2026-11-24T06:00:00Z"})

@@ -63,6 +63,9 @@ impl RunStore for FailFirstChange {
     async fn release_slot(&self, job: &str, holder: &str) -> Result<()> {
         self.inner.release_slot(job, holder).await
     }
+    async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
+        self.inner.add_note(run_id, note).await
+    }
 }
 
 #[tokio::test]

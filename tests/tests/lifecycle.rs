@@ -657,3 +657,68 @@ async fn a_task_is_found_by_its_exact_started_by_through_ecs_list_tasks() {
         .expect("ListTasks")
         .is_empty());
 }
+
+#[tokio::test]
+async fn the_sweep_finds_our_running_tasks_with_their_tags_and_stops_the_orphan() {
+    let Some(mut p) = Plane::new().await else {
+        return;
+    };
+    let stack = unique("stack");
+    p.launch.config.stack = Some(stack.clone());
+    let job = unique("swept");
+    let spec = p.spec(&job, json!({"concurrency": {"max": 2}}));
+    let kept = p.launch(&spec, &p.execution(), 1).await.expect("launch");
+    let orphan = p.launch(&spec, &p.execution(), 1).await.expect("launch");
+    // The orphan's attempt ended without its task being stopped.
+    let failed = stevedore_domain::run::RunChange {
+        outcome: Some(stevedore_domain::failure::Outcome::failed(
+            FailureClass::Transient,
+            "the launch was cut short",
+            None,
+        )),
+        ..stevedore_domain::run::RunChange::to(RunStatus::Failed)
+    };
+    p.store.change_run(&orphan.run_id, &failed).await.unwrap();
+
+    let runner = Arc::new(p.ecs.runner());
+    use stevedore_domain::ports::TaskRunner;
+    let listed = runner.list_running("stevedore/").await.expect("ListTasks");
+    let ours: Vec<_> = listed
+        .iter()
+        .filter(|t| t.tags.get("stevedore:stack") == Some(&stack))
+        .collect();
+    assert_eq!(ours.len(), 2, "{listed:?}");
+    // (moto leaves out `createdAt`; the sweep then orders by ARN.)
+    assert!(
+        ours.iter()
+            .all(|t| t.tags.get("stevedore:job") == Some(&job)),
+        "{ours:?}"
+    );
+
+    let sweep = sweep_tasks::Deps {
+        tasks: runner,
+        runs: p.store.clone(),
+        clock: p.clock.clone(),
+        config: sweep_tasks::Config {
+            stack: Some(stack),
+            ..Default::default()
+        },
+    };
+    let event = json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+    let out = sweep_tasks::function_handler(&sweep, event)
+        .await
+        .expect("sweep");
+    let swept: Vec<&str> = out.stopped.iter().map(|s| s.run_id.as_str()).collect();
+    assert_eq!(swept, vec![orphan.run_id.as_str()], "{out:?}");
+    let task = p.ecs.describe(orphan.task_arn.as_ref().unwrap()).await;
+    assert_eq!(task.desired_status(), Some("STOPPED"));
+    assert!(task
+        .stopped_reason()
+        .unwrap_or_default()
+        .starts_with("Stevedore: sweep:"));
+    let kept_task = p.ecs.describe(kept.task_arn.as_ref().unwrap()).await;
+    assert_eq!(kept_task.desired_status(), Some("RUNNING"));
+    let run = p.run(&orphan.run_id).await;
+    assert_eq!(run.notes.len(), 1, "{:?}", run.notes);
+    assert_eq!(run.status, RunStatus::Failed);
+}

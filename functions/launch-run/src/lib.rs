@@ -10,7 +10,7 @@ use stevedore_domain::flow::{parse_input, unwrap_state};
 use stevedore_domain::ports::{Clock, Launch, RunStore, TaskRunner};
 use stevedore_domain::run::{
     client_token, run_id, ChangeOutcome, CreateOutcome, ExecutionRef, RunChange, RunRecord,
-    SlotGrant,
+    SlotGrant, STACK_TAG,
 };
 use stevedore_domain::spec::{Capacity, JobSpec, WhenBusy};
 use stevedore_domain::task::format_time;
@@ -23,6 +23,10 @@ pub struct Config {
     pub check_interval_seconds: u64,
     /// How long run records are kept (TTL).
     pub retention_days: u32,
+    /// The stack's name (`STACK_NAME`), tagged on every task as
+    /// `stevedore:stack`: the sweep stops a task without a run record only
+    /// when it carries its own stack's tag.
+    pub stack: Option<String>,
 }
 
 impl Default for Config {
@@ -30,12 +34,14 @@ impl Default for Config {
         Config {
             check_interval_seconds: 900,
             retention_days: 400,
+            stack: None,
         }
     }
 }
 
 impl Config {
-    /// `CHECK_INTERVAL_SECONDS` (60-3600, default 900), `RETENTION_DAYS` (1-3650, default 400).
+    /// `CHECK_INTERVAL_SECONDS` (60-3600, default 900), `RETENTION_DAYS` (1-3650, default 400),
+    /// `STACK_NAME` (optional).
     pub fn from_env() -> std::result::Result<Config, String> {
         let mut c = Config::default();
         if let Some(v) = stevedore_aws_env("CHECK_INTERVAL_SECONDS") {
@@ -52,6 +58,7 @@ impl Config {
                 .filter(|n| (1..=3650).contains(n))
                 .ok_or("environment variable RETENTION_DAYS must be 1-3650")?;
         }
+        c.stack = stevedore_aws_env("STACK_NAME");
         Ok(c)
     }
 }
@@ -153,6 +160,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
         finished_at: None,
         expires_at: (now + time::Duration::days(deps.config.retention_days as i64))
             .unix_timestamp(),
+        notes: Vec::new(),
     };
     let output = |status: LaunchStatus,
                   task_arn: Option<String>,
@@ -258,6 +266,9 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
     tags.insert("stevedore:job".into(), spec.job.clone());
     tags.insert("stevedore:run-id".into(), id.clone());
     tags.insert("stevedore:attempt".into(), input.attempt.to_string());
+    if let Some(stack) = &deps.config.stack {
+        tags.insert(STACK_TAG.into(), stack.clone());
+    }
     let mut launch = Launch {
         spec: spec.clone(),
         run_id: id.clone(),

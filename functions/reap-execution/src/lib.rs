@@ -75,8 +75,14 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
         if !run.status.task_may_run() {
             continue;
         }
-        if let Some(arn) = &run.task_arn {
-            let reason = StopRequest::Cancelled.reason(&format!("execution {}", detail.status));
+        // A launch cut short after RunTask has a task the run does not name
+        // yet: find it by its `startedBy`.
+        let arns = match &run.task_arn {
+            Some(arn) => vec![arn.clone()],
+            None => deps.tasks.find_running(&run.started_by()).await?,
+        };
+        let reason = StopRequest::Cancelled.reason(&format!("execution {}", detail.status));
+        for arn in &arns {
             deps.tasks.stop_task(arn, &reason).await?;
         }
         let change = RunChange {

@@ -492,6 +492,29 @@ impl RunStore for DynamoDbRunStore {
         }
         Ok(())
     }
+
+    #[instrument(skip_all, fields(run_id = %run_id))]
+    async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(run_key(run_id)))
+            .update_expression("SET #notes = list_append(if_not_exists(#notes, :none), :note)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#notes", "notes")
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":note", AttributeValue::L(vec![s(note)]))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                Ok(false)
+            }
+            Err(e) => Err(classify("UpdateItem", &e)),
+        }
+    }
 }
 
 /// Reads the `holder` and lease of a job's slots (for operators and tests).

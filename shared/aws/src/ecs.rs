@@ -6,11 +6,12 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
-    KeyValuePair, LaunchType, NetworkConfiguration, PropagateTags, Tag, Task, TaskOverride,
+    DesiredStatus, KeyValuePair, LaunchType, NetworkConfiguration, PropagateTags, Tag, Task,
+    TaskField, TaskOverride,
 };
 use aws_sdk_ecs::Client;
 use stevedore_domain::failure::classify_launch_failure;
-use stevedore_domain::ports::{Launch, LaunchedTask, TaskRunner};
+use stevedore_domain::ports::{Launch, LaunchedTask, RunningTask, TaskRunner};
 use stevedore_domain::spec::Capacity;
 use stevedore_domain::task::{Attribute, ContainerState, TaskDescription, TaskLookup};
 use stevedore_domain::{Error, FailureClass, Result};
@@ -345,5 +346,62 @@ impl TaskRunner for EcsTaskRunner {
                 _ => return Ok(arns),
             }
         }
+    }
+
+    #[instrument(skip_all, fields(prefix = %prefix))]
+    async fn list_running(&self, prefix: &str) -> Result<Vec<RunningTask>> {
+        // ListTasks cannot filter on a startedBy prefix: list the cluster's
+        // running tasks, describe them with their tags, keep ours.
+        let mut arns = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_tasks()
+                .cluster(&self.settings.cluster)
+                .desired_status(DesiredStatus::Running)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| classify("ListTasks", &e))?;
+            arns.extend(out.task_arns().iter().cloned());
+            match out.next_token() {
+                Some(token) if !token.is_empty() => next = Some(token.to_string()),
+                _ => break,
+            }
+        }
+        let mut running = Vec::new();
+        for batch in arns.chunks(DESCRIBE_BATCH) {
+            let resp = self
+                .client
+                .describe_tasks()
+                .cluster(&self.settings.cluster)
+                .set_tasks(Some(batch.to_vec()))
+                .include(TaskField::Tags)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeTasks", &e))?;
+            for task in resp.tasks() {
+                let Some(started_by) = task.started_by().filter(|s| s.starts_with(prefix)) else {
+                    continue;
+                };
+                // Listed as running, stopped since: nothing to sweep.
+                if task.desired_status() == Some("STOPPED") || task.last_status() == Some("STOPPED")
+                {
+                    continue;
+                }
+                running.push(RunningTask {
+                    task_arn: task.task_arn().unwrap_or_default().to_string(),
+                    started_by: started_by.to_string(),
+                    created_at: time_of(task.created_at()),
+                    tags: task
+                        .tags()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                        .collect(),
+                });
+            }
+        }
+        Ok(running)
     }
 }

@@ -51,6 +51,17 @@ impl MemoryRunStore {
     pub fn all_runs(&self) -> Vec<RunRecord> {
         lock(&self.runs).values().cloned().collect()
     }
+    /// The slots held now: (job, slot, holder, lease until).
+    pub fn held_slots(&self) -> Vec<(String, u32, String, OffsetDateTime)> {
+        lock(&self.slots)
+            .iter()
+            .flat_map(|(job, slots)| {
+                slots
+                    .iter()
+                    .map(|(slot, (holder, until))| (job.clone(), *slot, holder.clone(), *until))
+            })
+            .collect()
+    }
     /// The next change to status `to` fails with `err`, before or after it
     /// is made.
     pub fn fail_next_change_to(&self, to: RunStatus, err: Error, timing: FaultTiming) {
@@ -183,6 +194,16 @@ impl RunStore for MemoryRunStore {
         }
         Ok(())
     }
+
+    async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
+        Ok(match lock(&self.runs).get_mut(run_id) {
+            Some(run) => {
+                run.notes.push(note.to_string());
+                true
+            }
+            None => false,
+        })
+    }
 }
 
 /// A task runner that records launches and answers from a scripted state.
@@ -194,6 +215,8 @@ pub struct FakeTaskRunner {
     pub tasks: Mutex<BTreeMap<String, TaskDescription>>,
     /// Errors to return from the next RunTask calls, in order.
     pub launch_errors: Mutex<Vec<Error>>,
+    /// The tags each task was started with, by ARN.
+    pub tags: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 impl FakeTaskRunner {
@@ -235,6 +258,7 @@ impl TaskRunner for FakeTaskRunner {
         lock(&self.tasks)
             .entry(task_arn.clone())
             .or_insert(task.clone());
+        lock(&self.tags).insert(task_arn.clone(), launch.tags.clone());
         Ok(LaunchedTask {
             task_arn,
             task: Some(task),
@@ -266,6 +290,25 @@ impl TaskRunner for FakeTaskRunner {
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()> {
         lock(&self.stops).push((task_arn.to_string(), reason.to_string()));
         Ok(())
+    }
+
+    async fn list_running(&self, prefix: &str) -> Result<Vec<crate::ports::RunningTask>> {
+        Ok(lock(&self.tasks)
+            .values()
+            .filter(|t| !t.is_stopped() && t.desired_status.as_deref() != Some("STOPPED"))
+            .filter_map(|t| {
+                let started_by = t.started_by.clone().filter(|s| s.starts_with(prefix))?;
+                Some(crate::ports::RunningTask {
+                    task_arn: t.task_arn.clone(),
+                    started_by,
+                    created_at: t.created_at,
+                    tags: lock(&self.tags)
+                        .get(&t.task_arn)
+                        .cloned()
+                        .unwrap_or_default(),
+                })
+            })
+            .collect())
     }
 }
 

@@ -53,6 +53,16 @@ pub struct LaunchedTask {
     pub task: Option<TaskDescription>,
 }
 
+/// A task ECS has not been asked to stop, as the sweep sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunningTask {
+    pub task_arn: String,
+    pub started_by: String,
+    pub created_at: Option<OffsetDateTime>,
+    /// The task's tags (Stevedore's `stevedore:*` among them).
+    pub tags: BTreeMap<String, String>,
+}
+
 #[async_trait]
 pub trait TaskRunner: Send + Sync {
     /// Starts the task, idempotently by `launch.client_token`. A RunTask
@@ -66,6 +76,9 @@ pub trait TaskRunner: Send + Sync {
     /// The tasks not yet stopped that were started with exactly this
     /// `startedBy`: how a task whose launch was never recorded is found.
     async fn find_running(&self, started_by: &str) -> Result<Vec<String>>;
+    /// Every task of the cluster whose desired status is still RUNNING and
+    /// whose `startedBy` begins with `prefix`: what the sweep examines.
+    async fn list_running(&self, prefix: &str) -> Result<Vec<RunningTask>>;
 }
 
 #[async_trait]
@@ -92,6 +105,9 @@ pub trait RunStore: Send + Sync {
     ) -> Result<SlotGrant>;
     /// Frees the slot `holder` has, if any.
     async fn release_slot(&self, job: &str, holder: &str) -> Result<()>;
+    /// Appends a line to the run's `notes`, whatever its status (what the
+    /// sweep did to a run that had already ended). No such run: `false`.
+    async fn add_note(&self, run_id: &str, note: &str) -> Result<bool>;
 }
 
 /// Whether a task token was delivered.

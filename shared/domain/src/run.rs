@@ -15,6 +15,10 @@ use crate::task::{lenient_time, TaskDescription};
 /// EventBridge rule matches on it.
 pub const STARTED_BY_PREFIX: &str = "stevedore/";
 
+/// The tag naming the stack that started a task (`launch-run` sets it from
+/// `STACK_NAME`; the sweep stops a task without a run only when it is its own).
+pub const STACK_TAG: &str = "stevedore:stack";
+
 /// The Step Functions execution a run belongs to (from the context object).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -125,6 +129,10 @@ pub struct RunRecord {
     pub finished_at: Option<OffsetDateTime>,
     /// Epoch seconds after which the store may delete the record (TTL).
     pub expires_at: i64,
+    /// What happened to the run after it ended (the sweep stopping a task
+    /// it had left running), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl RunRecord {
