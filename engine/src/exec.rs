@@ -189,6 +189,9 @@ pub struct Engine {
     epoch: (OffsetDateTime, Instant),
     account: String,
     region: String,
+    /// Jitter and task tokens from this seed instead of the thread's RNG
+    /// (a simulation replays exactly).
+    rng: Option<std::sync::Mutex<rand::rngs::StdRng>>,
 }
 
 impl Engine {
@@ -200,6 +203,43 @@ impl Engine {
             epoch: (OffsetDateTime::now_utc(), Instant::now()),
             account: "000000000000".into(),
             region: "local".into(),
+            rng: None,
+        }
+    }
+
+    /// Draws retry jitter and task tokens from `seed`: the same seed and the
+    /// same calls give the same execution.
+    pub fn with_seed(mut self, seed: u64) -> Engine {
+        use rand::SeedableRng;
+        self.rng = Some(std::sync::Mutex::new(rand::rngs::StdRng::seed_from_u64(
+            seed,
+        )));
+        self
+    }
+
+    /// A uniform draw in `0..=max`.
+    fn jitter(&self, max: f64) -> f64 {
+        use rand::Rng;
+        if max <= 0.0 {
+            return 0.0;
+        }
+        match &self.rng {
+            Some(rng) => rng
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .random_range(0.0..=max),
+            None => rand::random_range(0.0..=max),
+        }
+    }
+
+    fn new_token(&self) -> String {
+        use rand::Rng;
+        match &self.rng {
+            Some(rng) => {
+                let bits: u128 = rng.lock().unwrap_or_else(|p| p.into_inner()).random();
+                format!("{bits:032x}")
+            }
+            None => uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
@@ -580,7 +620,7 @@ impl<'e> Run<'e> {
                         let timeout_s = seconds_of(timeout, &effective, &ctx)?;
                         let heartbeat_s = seconds_of(heartbeat, &effective, &ctx)?;
                         let waits = resource.ends_with(".waitForTaskToken");
-                        let token = waits.then(|| uuid::Uuid::new_v4().simple().to_string());
+                        let token = waits.then(|| self.engine.new_token());
                         let mut ctx = ctx;
                         if let (Some(t), Some(obj)) = (&token, ctx.as_object_mut()) {
                             obj.insert("Task".into(), json!({"Token": t}));
@@ -777,7 +817,7 @@ impl<'e> Run<'e> {
                                 delay = delay.min(max);
                             }
                             if r.full_jitter {
-                                delay = rand::random_range(0.0..=delay);
+                                delay = self.engine.jitter(delay);
                             }
                             counts[i] += 1;
                             total += 1;
@@ -875,7 +915,10 @@ async fn wait_token(
             .map(|h| Instant::now() + Duration::from_secs(h))
             .unwrap_or(far);
         let task_deadline = deadline.unwrap_or(far);
+        // Biased: a token completed at the instant the task times out
+        // counts (and the order of the branches never depends on chance).
         tokio::select! {
+            biased;
             r = &mut rx => {
                 return r.unwrap_or_else(|_| Err(Failure::runtime("the task token was dropped")));
             }

@@ -266,6 +266,8 @@ pub struct PlaneConfig {
     pub wrap_tokens: Option<TokensWrapper>,
     /// Tagged on tasks as `stevedore:stack` (the sweep's own tasks).
     pub stack: Option<String>,
+    /// The engine draws jitter and task tokens from this seed (replayable runs).
+    pub seed: Option<u64>,
 }
 
 impl Default for PlaneConfig {
@@ -278,6 +280,7 @@ impl Default for PlaneConfig {
             wrap_resources: None,
             wrap_tokens: None,
             stack: Some(LOCAL_STACK.into()),
+            seed: None,
         }
     }
 }
@@ -366,6 +369,9 @@ impl LocalPlane {
         if let Some(o) = config.observer {
             engine = engine.with_observer(o);
         }
+        if let Some(seed) = config.seed {
+            engine = engine.with_seed(seed);
+        }
         Ok(LocalPlane {
             store,
             handlers,
@@ -374,6 +380,11 @@ impl LocalPlane {
             engine,
             definition,
         })
+    }
+
+    /// The run-job definition this plane runs.
+    pub fn definition(&self) -> &Definition {
+        &self.definition
     }
 
     /// Runs one job spec through run-job, as an execution named `name`. An
