@@ -208,16 +208,17 @@ impl Table {
         }
     }
 
-    fn running_started_by(&self, started_by: &str) -> Vec<String> {
-        self.tasks
+    fn started_by(&self, started_by: &str) -> Vec<TaskDescription> {
+        let mut out: Vec<TaskDescription> = self
+            .tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter(|t| t.started_by.as_deref() == Some(started_by) && !t.is_stopped())
-            .map(|t| t.task_arn.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect()
+            .filter(|t| t.started_by.as_deref() == Some(started_by))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.task_arn.cmp(&b.task_arn));
+        out
     }
 
     /// Tasks not stopped nor asked to stop, oldest first.
@@ -414,8 +415,8 @@ impl TaskRunner for ProcessTaskRunner {
         Ok(self.table.describe(task_arns))
     }
 
-    async fn find_running(&self, started_by: &str) -> Result<Vec<String>> {
-        Ok(self.table.running_started_by(started_by))
+    async fn find_tasks(&self, started_by: &str) -> Result<Vec<TaskDescription>> {
+        Ok(self.table.started_by(started_by))
     }
 
     async fn list_running(&self, prefix: &str) -> Result<Vec<RunningTask>> {
@@ -566,8 +567,8 @@ impl TaskRunner for SimulatedTaskRunner {
         Ok(self.table.describe(task_arns))
     }
 
-    async fn find_running(&self, started_by: &str) -> Result<Vec<String>> {
-        Ok(self.table.running_started_by(started_by))
+    async fn find_tasks(&self, started_by: &str) -> Result<Vec<TaskDescription>> {
+        Ok(self.table.started_by(started_by))
     }
 
     async fn list_running(&self, prefix: &str) -> Result<Vec<RunningTask>> {

@@ -648,11 +648,17 @@ async fn a_task_is_found_by_its_exact_started_by_through_ecs_list_tasks() {
     let started_by = format!("stevedore/{}", launched.run_id);
     use stevedore_domain::ports::TaskRunner;
     assert_eq!(
-        runner.find_running(&started_by).await.expect("ListTasks"),
+        runner
+            .find_tasks(&started_by)
+            .await
+            .expect("ListTasks")
+            .into_iter()
+            .map(|t| t.task_arn)
+            .collect::<Vec<_>>(),
         vec![launched.task_arn.clone().unwrap()]
     );
     assert!(runner
-        .find_running(&format!("{started_by}-other"))
+        .find_tasks(&format!("{started_by}-other"))
         .await
         .expect("ListTasks")
         .is_empty());

@@ -31,6 +31,17 @@ pub struct ExecutionDetail {
     pub execution_arn: String,
     #[serde(default)]
     pub status: String,
+    /// The execution's input, as a JSON string (absent when too large).
+    #[serde(default)]
+    pub input: Option<String>,
+}
+
+impl ExecutionDetail {
+    /// The job named by the execution's input (a job spec's `job`).
+    fn job_of_input(&self) -> Option<String> {
+        let input: Value = serde_json::from_str(self.input.as_deref()?).ok()?;
+        input.get("job")?.as_str().map(str::to_string)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -79,7 +90,14 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
         // yet: find it by its `startedBy`.
         let arns = match &run.task_arn {
             Some(arn) => vec![arn.clone()],
-            None => deps.tasks.find_running(&run.started_by()).await?,
+            None => deps
+                .tasks
+                .find_tasks(&run.started_by())
+                .await?
+                .into_iter()
+                .filter(|t| !t.is_stopped())
+                .map(|t| t.task_arn)
+                .collect(),
         };
         let reason = StopRequest::Cancelled.reason(&format!("execution {}", detail.status));
         for arn in &arns {
@@ -116,7 +134,13 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
             ChangeOutcome::Rejected(_) | ChangeOutcome::Replayed(_) | ChangeOutcome::NotFound => {}
         }
     }
-    if let Some(job) = runs.first().map(|r| r.job.clone()) {
+    // The execution may have taken the job's slot without writing a run
+    // (its launch failed in between): the input names the job then.
+    let job = runs
+        .first()
+        .map(|r| r.job.clone())
+        .or_else(|| detail.job_of_input());
+    if let Some(job) = job {
         deps.runs.release_slot(&job, &detail.execution_arn).await?;
     }
     out.message = format!(

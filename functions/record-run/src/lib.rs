@@ -7,12 +7,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stevedore_domain::cost::PriceTable;
-use stevedore_domain::failure::Outcome;
+use stevedore_domain::failure::{classify_task, Outcome};
 use stevedore_domain::flow::{failures_before, finalize, parse_input, unwrap_state, AttemptInput};
 use stevedore_domain::ports::{Clock, RunStore, TaskRunner};
 use stevedore_domain::run::{ChangeOutcome, RunChange, RunRecord};
 use stevedore_domain::spec::{Capacity, JobSpec};
+use stevedore_domain::task::{TaskDescription, TaskLookup, MISSING_GRACE_SECONDS};
 use stevedore_domain::{Error, FailureClass, Result, RunStatus};
+use time::OffsetDateTime;
 use tracing::{info, warn};
 
 pub struct Deps {
@@ -101,26 +103,56 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
 
     let run = match (&input.error, run.status) {
         // The launch failed after the run was written (or a later step
-        // failed): record the failure as the attempt's outcome.
+        // failed). If the attempt's task has already stopped, how it ended is
+        // the attempt's outcome (the event and the poll were missed); a task
+        // still running is stopped, and the failure is the outcome.
         (Some(error), status) if !status.is_terminal() && status != RunStatus::Stopped => {
-            let stopped = stop_left_running(deps, &run, &error.class()).await?;
-            let mut message = error.message();
-            if !stopped.is_empty() {
-                message.push_str(&format!(
-                    " (Stevedore stopped the task the attempt had left running: {})",
-                    stopped.join(", ")
-                ));
-            }
-            let change = RunChange {
-                outcome: Some(Outcome::failed(error.class(), message, None)),
-                finished_at: Some(now),
-                ..RunChange::to(RunStatus::Failed)
-            };
-            match deps.runs.change_run(&run.run_id, &change).await? {
-                ChangeOutcome::Applied(r)
-                | ChangeOutcome::Replayed(r)
-                | ChangeOutcome::Rejected(r) => r,
-                ChangeOutcome::NotFound => run,
+            let tasks = attempt_tasks(deps, &run, now).await?;
+            let ended = tasks.iter().find(|t| t.is_stopped()).cloned();
+            let running: Vec<&TaskDescription> = tasks.iter().filter(|t| !t.is_stopped()).collect();
+            if let (Some(task), true) = (ended, running.is_empty()) {
+                let outcome =
+                    classify_task(&task, run.main_container().as_deref(), run.stop_request);
+                let change = RunChange {
+                    task_arn: run.task_arn.is_none().then(|| task.task_arn.clone()),
+                    task: Some(task),
+                    outcome: Some(outcome),
+                    ..RunChange::to(RunStatus::Stopped)
+                };
+                let stopped = match deps.runs.change_run(&run.run_id, &change).await? {
+                    ChangeOutcome::Applied(r)
+                    | ChangeOutcome::Replayed(r)
+                    | ChangeOutcome::Rejected(r) => r,
+                    ChangeOutcome::NotFound => run,
+                };
+                finalize(
+                    deps.runs.as_ref(),
+                    &deps.prices,
+                    &deps.region,
+                    &stopped,
+                    now,
+                )
+                .await?
+            } else {
+                let stopped = stop_left_running(deps, &run, &running, &error.class()).await?;
+                let mut message = error.message();
+                if !stopped.is_empty() {
+                    message.push_str(&format!(
+                        " (Stevedore stopped the task the attempt had left running: {})",
+                        stopped.join(", ")
+                    ));
+                }
+                let change = RunChange {
+                    outcome: Some(Outcome::failed(error.class(), message, None)),
+                    finished_at: Some(now),
+                    ..RunChange::to(RunStatus::Failed)
+                };
+                match deps.runs.change_run(&run.run_id, &change).await? {
+                    ChangeOutcome::Applied(r)
+                    | ChangeOutcome::Replayed(r)
+                    | ChangeOutcome::Rejected(r) => r,
+                    ChangeOutcome::NotFound => run,
+                }
             }
         }
         (_, RunStatus::Stopped) => {
@@ -139,26 +171,60 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
     decide(deps, run, spec).await
 }
 
-/// A failed attempt must not leave a task running unobserved: the task the
-/// run knows of (the watch failed, or stopping it did), or, when the launch
-/// failed after RunTask and before the run could say so, every task started
-/// with the run's `startedBy`.
+/// The attempt's tasks as ECS has them now: the one the run names, or,
+/// when the launch failed after RunTask and before the run could say so,
+/// every task started with the run's `startedBy` (running or recently stopped).
+async fn attempt_tasks(
+    deps: &Deps,
+    run: &RunRecord,
+    now: OffsetDateTime,
+) -> Result<Vec<TaskDescription>> {
+    match &run.task_arn {
+        Some(arn) => {
+            let age = (now - run.launched_at.unwrap_or(run.created_at)).whole_seconds();
+            let mut tasks = Vec::new();
+            for lookup in deps.tasks.describe_tasks(std::slice::from_ref(arn)).await? {
+                match lookup {
+                    TaskLookup::Found(t) => tasks.push(t),
+                    // Not shown yet: how the attempt ended is not known;
+                    // the state's retry asks again.
+                    TaskLookup::Missing { .. } if age <= MISSING_GRACE_SECONDS => {
+                        return Err(Error::transient(format!(
+                            "ECS does not show task {arn} yet ({age} s after its launch); recording its attempt again shortly"
+                        )))
+                    }
+                    // Gone: stop it to be sure (ECS takes a stop of a task
+                    // it does not know).
+                    TaskLookup::Missing { task_arn, reason } => tasks.push(TaskDescription {
+                        task_arn,
+                        last_status: reason,
+                        ..Default::default()
+                    }),
+                }
+            }
+            Ok(tasks)
+        }
+        None => deps.tasks.find_tasks(&run.started_by()).await,
+    }
+}
+
+/// A failed attempt must not leave a task running unobserved: stops the
+/// attempt's running tasks (a task ECS no longer knows needs nothing).
 async fn stop_left_running(
     deps: &Deps,
     run: &RunRecord,
+    running: &[&TaskDescription],
     class: &FailureClass,
 ) -> Result<Vec<String>> {
-    let arns = match &run.task_arn {
-        Some(arn) => vec![arn.clone()],
-        None => deps.tasks.find_running(&run.started_by()).await?,
-    };
     let reason =
         format!("Stevedore: the attempt failed ({class}) before its task was seen to stop");
-    for arn in &arns {
-        deps.tasks.stop_task(arn, &reason).await?;
-        warn!(run_id = %run.run_id, task_arn = %arn, "stopped a task the failed attempt left running");
+    let mut stopped = Vec::new();
+    for task in running {
+        deps.tasks.stop_task(&task.task_arn, &reason).await?;
+        warn!(run_id = %run.run_id, task_arn = %task.task_arn, "stopped a task the failed attempt left running");
+        stopped.push(task.task_arn.clone());
     }
-    Ok(arns)
+    Ok(stopped)
 }
 
 async fn decide(deps: &Deps, run: RunRecord, raw_spec: Value) -> Result<RecordOutput> {

@@ -26,7 +26,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            missing_grace_seconds: 120,
+            missing_grace_seconds: stevedore_domain::task::MISSING_GRACE_SECONDS,
         }
     }
 }

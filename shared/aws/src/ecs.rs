@@ -326,26 +326,46 @@ impl TaskRunner for EcsTaskRunner {
     }
 
     #[instrument(skip_all, fields(started_by = %started_by))]
-    async fn find_running(&self, started_by: &str) -> Result<Vec<String>> {
-        // ListTasks lists tasks whose desired status is RUNNING (the default).
+    async fn find_tasks(&self, started_by: &str) -> Result<Vec<TaskDescription>> {
+        // ListTasks lists one desired status at a time: running, then the
+        // recently stopped.
         let mut arns = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_tasks()
-                .cluster(&self.settings.cluster)
-                .started_by(started_by)
-                .set_next_token(next.take())
-                .send()
-                .await
-                .map_err(|e| classify("ListTasks", &e))?;
-            arns.extend(out.task_arns().iter().cloned());
-            match out.next_token() {
-                Some(token) if !token.is_empty() => next = Some(token.to_string()),
-                _ => return Ok(arns),
+        for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            let mut next: Option<String> = None;
+            loop {
+                let out = self
+                    .client
+                    .list_tasks()
+                    .cluster(&self.settings.cluster)
+                    .started_by(started_by)
+                    .desired_status(status.clone())
+                    .set_next_token(next.take())
+                    .send()
+                    .await
+                    .map_err(|e| classify("ListTasks", &e))?;
+                for arn in out.task_arns() {
+                    if !arns.contains(arn) {
+                        arns.push(arn.clone());
+                    }
+                }
+                match out.next_token() {
+                    Some(token) if !token.is_empty() => next = Some(token.to_string()),
+                    _ => break,
+                }
             }
         }
+        if arns.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .describe_tasks(&arns)
+            .await?
+            .into_iter()
+            .filter_map(|l| match l {
+                TaskLookup::Found(t) => Some(t),
+                TaskLookup::Missing { .. } => None,
+            })
+            .collect())
     }
 
     #[instrument(skip_all, fields(prefix = %prefix))]

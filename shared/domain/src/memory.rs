@@ -279,11 +279,11 @@ impl TaskRunner for FakeTaskRunner {
             .collect())
     }
 
-    async fn find_running(&self, started_by: &str) -> Result<Vec<String>> {
+    async fn find_tasks(&self, started_by: &str) -> Result<Vec<TaskDescription>> {
         Ok(lock(&self.tasks)
             .values()
-            .filter(|t| t.started_by.as_deref() == Some(started_by) && !t.is_stopped())
-            .map(|t| t.task_arn.clone())
+            .filter(|t| t.started_by.as_deref() == Some(started_by))
+            .cloned()
             .collect())
     }
 

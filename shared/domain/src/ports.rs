@@ -73,9 +73,10 @@ pub trait TaskRunner: Send + Sync {
     async fn describe_tasks(&self, task_arns: &[String]) -> Result<Vec<TaskLookup>>;
     /// Asks ECS to stop a task; stopping a stopped task is not an error.
     async fn stop_task(&self, task_arn: &str, reason: &str) -> Result<()>;
-    /// The tasks not yet stopped that were started with exactly this
-    /// `startedBy`: how a task whose launch was never recorded is found.
-    async fn find_running(&self, started_by: &str) -> Result<Vec<String>>;
+    /// The tasks started with exactly this `startedBy`, running or recently
+    /// stopped (ECS keeps a stopped task about an hour), described: how a
+    /// task whose launch was never recorded is found, and how it ended.
+    async fn find_tasks(&self, started_by: &str) -> Result<Vec<TaskDescription>>;
     /// Every task of the cluster whose desired status is still RUNNING and
     /// whose `startedBy` begins with `prefix`: what the sweep examines.
     async fn list_running(&self, prefix: &str) -> Result<Vec<RunningTask>>;

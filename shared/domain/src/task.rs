@@ -6,6 +6,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// How long after RunTask a task ECS does not describe may still be one it
+/// does not show yet (DescribeTasks and ListTasks are eventually consistent).
+pub const MISSING_GRACE_SECONDS: i64 = 120;
+
 /// One container of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
