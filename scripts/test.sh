@@ -22,6 +22,8 @@ say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "cargo test (unit, adapter and emulator tests)"
 cargo test --workspace --locked
+say "the simulation: 2,000 more seeds (cargo test ran seeds 1-1000)"
+bash "$ROOT/scripts/simulate.sh" --seeds 2000 --first 1001
 say "the README's first command: stevedore run examples/jobs/hello.json, then runs list"
 smoke_home=$(mktemp -d)
 STEVEDORE_HOME=$smoke_home bash "$ROOT/scripts/stevedore" run --quiet examples/jobs/hello.json

@@ -1,0 +1,312 @@
+//! The seed's dice, and the ports with faults in them: every call can fail
+//! before its effect or after it (the caller sees an error, the effect
+//! stands), as a timed-out AWS call does.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use stevedore_domain::alert::Alert;
+use stevedore_domain::memory::MemoryRunStore;
+use stevedore_domain::ports::{Notifier, RunStore, TaskTokens, TokenDelivery};
+use stevedore_domain::run::{
+    ChangeOutcome, CreateOutcome, RunChange, RunQuery, RunRecord, SlotGrant,
+};
+use stevedore_domain::{Error, FailureClass, Result};
+use stevedore_engine::{Failure, Resources, TaskCall};
+use time::OffsetDateTime;
+
+/// Every random choice of a simulation, from one seed, in call order.
+#[derive(Clone)]
+pub struct Dice(Arc<Mutex<StdRng>>);
+
+impl Dice {
+    pub fn new(seed: u64) -> Dice {
+        Dice(Arc::new(Mutex::new(StdRng::seed_from_u64(seed))))
+    }
+    fn rng(&self) -> std::sync::MutexGuard<'_, StdRng> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// True with probability `p`.
+    pub fn chance(&self, p: f64) -> bool {
+        p > 0.0 && self.rng().random_bool(p.min(1.0))
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn between(&self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        self.rng().random_range(lo..=hi)
+    }
+    pub fn pick<'a, T>(&self, items: &'a [T]) -> &'a T {
+        let i = self.between(0, items.len() as u64 - 1) as usize;
+        &items[i]
+    }
+    pub fn seed(&self) -> u64 {
+        self.rng().random()
+    }
+}
+
+/// How often each kind of call fails. One profile per seed, drawn from the
+/// seed: some seeds are calm, some are storms.
+#[derive(Debug, Clone, Copy)]
+pub struct Rates {
+    /// A store call fails before / after its effect.
+    pub store_before: f64,
+    pub store_after: f64,
+    /// A task-token call (SendTaskSuccess/Failure) fails before / after.
+    pub token_before: f64,
+    pub token_after: f64,
+    /// SNS Publish fails before / after.
+    pub publish_before: f64,
+    pub publish_after: f64,
+    /// A Lambda invocation fails as the service does: before the handler
+    /// (`Lambda.ServiceException`, `Lambda.TooManyRequestsException`), or
+    /// after it ran (`Lambda.Unknown`: a crash or timeout after its effects).
+    pub lambda_before: f64,
+    pub lambda_after: f64,
+    /// An ECS call is throttled or times out (before / after its effect).
+    pub ecs_before: f64,
+    pub ecs_after: f64,
+    /// SQS SendMessage (the alert fallback) fails.
+    pub sqs: f64,
+}
+
+impl Rates {
+    pub fn draw(dice: &Dice) -> Rates {
+        // A seed is calm (faults rare), rough, or a storm.
+        let scale = *dice.pick(&[0.0, 0.02, 0.05, 0.1, 0.2, 0.35]);
+        let r = |w: f64| w * scale;
+        Rates {
+            store_before: r(1.0),
+            store_after: r(0.6),
+            token_before: r(1.0),
+            token_after: r(0.6),
+            publish_before: r(1.0),
+            publish_after: r(0.5),
+            lambda_before: r(0.6),
+            lambda_after: r(0.4),
+            ecs_before: r(0.8),
+            ecs_after: r(0.4),
+            sqs: r(0.5),
+        }
+    }
+}
+
+fn timed_out(what: &str) -> Error {
+    Error::transient(format!("{what}: the request timed out (simulated)"))
+}
+
+fn throttled(what: &str) -> Error {
+    Error::new(
+        FailureClass::Throttled,
+        format!("{what}: rate exceeded (simulated)"),
+    )
+}
+
+/// The run store with faults around the in-memory one.
+pub struct FaultyStore {
+    pub inner: Arc<MemoryRunStore>,
+    pub dice: Dice,
+    pub rates: Rates,
+}
+
+impl FaultyStore {
+    fn before(&self, what: &str) -> Result<()> {
+        if self.dice.chance(self.rates.store_before) {
+            return Err(if self.dice.chance(0.5) {
+                throttled(what)
+            } else {
+                timed_out(what)
+            });
+        }
+        Ok(())
+    }
+    fn after<T>(&self, what: &str, out: T) -> Result<T> {
+        if self.dice.chance(self.rates.store_after) {
+            return Err(timed_out(what));
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl RunStore for FaultyStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<CreateOutcome> {
+        self.before("PutItem")?;
+        let out = self.inner.create_run(run).await?;
+        self.after("PutItem", out)
+    }
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        self.before("GetItem")?;
+        self.inner.get_run(run_id).await
+    }
+    async fn change_run(&self, run_id: &str, change: &RunChange) -> Result<ChangeOutcome> {
+        self.before("UpdateItem")?;
+        let out = self.inner.change_run(run_id, change).await?;
+        self.after("UpdateItem", out)
+    }
+    async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        self.before("Query")?;
+        self.inner.list_runs(query).await
+    }
+    async fn runs_of_execution(&self, execution_id: &str) -> Result<Vec<RunRecord>> {
+        self.before("Query")?;
+        self.inner.runs_of_execution(execution_id).await
+    }
+    async fn acquire_slot(
+        &self,
+        job: &str,
+        holder: &str,
+        max: u32,
+        lease_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<SlotGrant> {
+        self.before("UpdateItem (slot)")?;
+        let out = self
+            .inner
+            .acquire_slot(job, holder, max, lease_until, now)
+            .await?;
+        self.after("UpdateItem (slot)", out)
+    }
+    async fn release_slot(&self, job: &str, holder: &str) -> Result<()> {
+        self.before("DeleteItem (slot)")?;
+        self.inner.release_slot(job, holder).await?;
+        self.after("DeleteItem (slot)", ())
+    }
+    async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
+        self.before("UpdateItem (note)")?;
+        let out = self.inner.add_note(run_id, note).await?;
+        self.after("UpdateItem (note)", out)
+    }
+}
+
+/// SendTaskSuccess / SendTaskFailure with faults.
+pub struct FaultyTokens {
+    pub inner: Arc<dyn TaskTokens>,
+    pub dice: Dice,
+    pub rates: Rates,
+}
+
+#[async_trait]
+impl TaskTokens for FaultyTokens {
+    async fn send_success(&self, token: &str, output: &Value) -> Result<TokenDelivery> {
+        if self.dice.chance(self.rates.token_before) {
+            return Err(timed_out("SendTaskSuccess"));
+        }
+        let out = self.inner.send_success(token, output).await?;
+        if self.dice.chance(self.rates.token_after) {
+            return Err(timed_out("SendTaskSuccess"));
+        }
+        Ok(out)
+    }
+    async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<TokenDelivery> {
+        if self.dice.chance(self.rates.token_before) {
+            return Err(timed_out("SendTaskFailure"));
+        }
+        let out = self.inner.send_failure(token, error, cause).await?;
+        if self.dice.chance(self.rates.token_after) {
+            return Err(timed_out("SendTaskFailure"));
+        }
+        Ok(out)
+    }
+}
+
+/// The SNS topic: what was published, with faults.
+pub struct FaultyTopic {
+    pub published: Mutex<Vec<Alert>>,
+    pub dice: Dice,
+    pub rates: Rates,
+}
+
+impl FaultyTopic {
+    pub fn published(&self) -> Vec<Alert> {
+        self.published
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Notifier for FaultyTopic {
+    async fn publish(&self, alert: &Alert) -> Result<String> {
+        if self.dice.chance(self.rates.publish_before) {
+            return Err(timed_out("Publish"));
+        }
+        let id = {
+            let mut p = self.published.lock().unwrap_or_else(|p| p.into_inner());
+            p.push(alert.clone());
+            format!("message-{}", p.len())
+        };
+        if self.dice.chance(self.rates.publish_after) {
+            return Err(timed_out("Publish"));
+        }
+        Ok(id)
+    }
+}
+
+/// What the state machine's Task states call, with Lambda's own failures,
+/// and the dead-letter queue the alert falls back to.
+pub struct FaultyLambda {
+    pub inner: Arc<dyn Resources>,
+    pub dice: Dice,
+    pub rates: Rates,
+    pub dead_letters: Mutex<Vec<Value>>,
+}
+
+impl FaultyLambda {
+    pub fn dead_letters(&self) -> Vec<Value> {
+        self.dead_letters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Resources for FaultyLambda {
+    async fn call(&self, call: TaskCall) -> std::result::Result<Value, Failure> {
+        if call.resource == "arn:aws:states:::sqs:sendMessage" {
+            if self.dice.chance(self.rates.sqs) {
+                return Err(Failure::new(
+                    "SQS.SdkClientException",
+                    "SendMessage timed out (simulated)",
+                ));
+            }
+            let body = call
+                .parameters
+                .get("MessageBody")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let mut d = self.dead_letters.lock().unwrap_or_else(|p| p.into_inner());
+            d.push(body);
+            return Ok(json!({"MessageId": format!("dl-{}", d.len())}));
+        }
+        if !call.resource.starts_with("arn:aws:states:::lambda:invoke") {
+            return self.inner.call(call).await;
+        }
+        if self.dice.chance(self.rates.lambda_before) {
+            let error = *self.dice.pick(&[
+                "Lambda.ServiceException",
+                "Lambda.TooManyRequestsException",
+                "Lambda.AWSLambdaException",
+            ]);
+            return Err(Failure::new(error, "(simulated) the invocation failed"));
+        }
+        let out = self.inner.call(call).await;
+        if self.dice.chance(self.rates.lambda_after) {
+            // The handler ran (its effects stand); its answer is lost.
+            let error = *self
+                .dice
+                .pick(&["Lambda.Unknown", "Lambda.ClientExecutionTimeoutException"]);
+            return Err(Failure::new(
+                error,
+                "(simulated) the function crashed or timed out after its side effects",
+            ));
+        }
+        out
+    }
+}

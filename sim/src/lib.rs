@@ -1,0 +1,448 @@
+//! A deterministic simulation of the whole control plane, FoundationDB-style.
+//!
+//! One seed decides everything: the job's spec, how many executions of it
+//! start and when, how each task ends (exit 0/3/137, Spot interruption,
+//! failing to start, running past its timeout), RunTask's capacity errors
+//! and throttling, ECS events lost, duplicated, delayed and reordered,
+//! DescribeTasks and ListTasks not seeing a new task yet, store, task-token,
+//! SNS and SQS calls failing before or after their effect, Lambda failing as
+//! the service does (before the handler, or after it ran), and executions
+//! aborted at random moments. The real run-job state machine runs in the
+//! embedded engine with the real handlers, on tokio's paused clock, so an
+//! hour-long job takes no time and every run of a seed is the same.
+//!
+//! After the world has settled, [`invariants`] checks the promises: every
+//! task stopped, never more live tasks than `concurrency.max`, one task per
+//! attempt, every execution ended, one terminal record per attempt that
+//! agrees with its task, an alert (or its durable fallback) for every final
+//! failure and none for a success, every slot free.
+
+pub mod ecs;
+pub mod faults;
+pub mod invariants;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stevedore_domain::memory::MemoryRunStore;
+use stevedore_domain::ports::{Clock, RunStore, TaskRunner};
+use stevedore_engine::Status;
+use stevedore_local::{LocalClock, LocalPlane, PlaneConfig};
+use time::macros::datetime;
+
+use crate::ecs::SimEcs;
+use crate::faults::{Dice, FaultyLambda, FaultyStore, FaultyTokens, FaultyTopic, Rates};
+
+/// Deliberately broken control planes, to show the simulator catches them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Breakage {
+    /// No orphan sweep.
+    pub no_sweep: bool,
+    /// No reaper for aborted executions.
+    pub no_reaper: bool,
+}
+
+/// A promise broken in one seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: String,
+    pub detail: String,
+}
+
+/// How one execution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    Succeeded,
+    /// Failed (or timed out): an alert is owed.
+    Failed {
+        error: String,
+    },
+    /// Aborted by the simulation at a random moment.
+    Aborted,
+    /// Still running at the simulation's horizon.
+    Unfinished,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionResult {
+    pub arn: String,
+    pub ending: Ending,
+    /// The reaper's event ended in its dead-letter queue (every try failed).
+    pub reap_dead_lettered: bool,
+}
+
+/// Counts over one seed, for the summary and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub executions: usize,
+    pub tasks: usize,
+    pub swept: usize,
+    pub aborted: usize,
+    pub failed: usize,
+    pub events_lost: u32,
+    pub events_dead_lettered: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    pub executions: usize,
+    pub violations: Vec<Violation>,
+    pub stats: Stats,
+    /// A digest of everything that happened: two runs of a seed agree.
+    pub digest: u64,
+    /// What happened, when traced.
+    pub story: Vec<String>,
+}
+
+/// The simulated time after the last execution ends in which the sweep
+/// and late events may still act (longer than any timeout plus grace).
+const SETTLE: Duration = Duration::from_secs(4 * 3600);
+/// An execution not ended by then has not ended.
+const HORIZON: Duration = Duration::from_secs(3 * 86_400);
+
+/// Runs one seed.
+pub fn simulate(seed: u64, breakage: Breakage) -> Report {
+    simulate_traced(seed, breakage, false)
+}
+
+/// Runs one seed; with `trace`, the report's story tells what happened:
+/// every state machine event, then every run and task as they ended.
+pub fn simulate_traced(seed: u64, breakage: Breakage, trace: bool) -> Report {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(world(seed, breakage, trace))
+}
+
+/// The job every execution of a seed runs.
+fn job_spec(dice: &Dice) -> Value {
+    let retry_on: Vec<&str> = [
+        "CapacityUnavailable",
+        "SpotInterrupted",
+        "StartFailed",
+        "ExitedNonZero",
+        "TimedOut",
+        "OutOfMemory",
+    ]
+    .into_iter()
+    .filter(|_| dice.chance(0.5))
+    .collect();
+    json!({
+        "job": "sim-job",
+        "taskDefinition": "etl:1",
+        "container": "app",
+        "timeout": dice.pick(&["10m", "30m", "1h", "2h"]),
+        "capacity": dice.pick(&["on-demand", "spot", "spot-with-fallback"]),
+        "retry": {
+            "maxAttempts": dice.between(1, 3),
+            "delay": dice.pick(&["10s", "1m", "5m"]),
+            "on": retry_on,
+        },
+        "concurrency": {
+            "max": dice.between(1, 2),
+            "whenBusy": dice.pick(&["skip", "fail"]),
+        },
+        "notify": {"onFailure": true, "onRecovery": dice.chance(0.3)},
+    })
+}
+
+async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
+    let story: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let dice = Dice::new(seed);
+    let rates = Rates::draw(&dice);
+    let clock = Arc::new(LocalClock::new(datetime!(2026-11-24 06:00:00 UTC)));
+    let memory = Arc::new(MemoryRunStore::new());
+    let store = Arc::new(FaultyStore {
+        inner: memory.clone(),
+        dice: dice.clone(),
+        rates,
+    });
+    let ecs = SimEcs::new(clock.clone(), dice.clone(), rates);
+    let topic = Arc::new(FaultyTopic {
+        published: Mutex::new(Vec::new()),
+        dice: dice.clone(),
+        rates,
+    });
+    let lambda: Arc<OnceLock<Arc<FaultyLambda>>> = Arc::new(OnceLock::new());
+    let config = {
+        let (d1, d2, lambda) = (dice.clone(), dice.clone(), lambda.clone());
+        PlaneConfig {
+            check_interval_seconds: *dice.pick(&[60, 300, 900]),
+            wrap_resources: Some(Box::new(move |handlers| {
+                let wrapped = Arc::new(FaultyLambda {
+                    inner: handlers,
+                    dice: d1,
+                    rates,
+                    dead_letters: Mutex::new(Vec::new()),
+                });
+                lambda.set(wrapped.clone()).ok();
+                wrapped
+            })),
+            wrap_tokens: Some(Box::new(move |inner| {
+                Arc::new(FaultyTokens {
+                    inner,
+                    dice: d2,
+                    rates,
+                })
+            })),
+            stack: Some("sim".into()),
+            seed: Some(dice.seed()),
+            observer: trace.then(|| {
+                let story = story.clone();
+                Arc::new(move |e: &stevedore_engine::HistoryEvent| {
+                    let mut details = e.details.to_string();
+                    details.truncate(300);
+                    story
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!(
+                            "{} {} {} {details}",
+                            e.timestamp.time(),
+                            e.kind,
+                            e.state.as_deref().unwrap_or("")
+                        ));
+                }) as stevedore_engine::exec::Observer
+            }),
+            ..PlaneConfig::default()
+        }
+    };
+    let plane = Arc::new(
+        LocalPlane::new(
+            store.clone() as Arc<dyn RunStore>,
+            ecs.clone(),
+            topic.clone(),
+            clock.clone(),
+            config,
+        )
+        .expect("the run-job definition parses"),
+    );
+    let events = plane.handlers.events.clone();
+    ecs.set_event_handler(Arc::new(move |event| {
+        let deps = events.clone();
+        Box::pin(async move {
+            task_events::function_handler(&deps, event)
+                .await
+                .map(|_| ())
+        })
+    }));
+
+    let spec = job_spec(&dice);
+    let count = dice.between(1, 4) as usize;
+    let mut runs = Vec::new();
+    for i in 0..count {
+        let start_after = Duration::from_secs(dice.between(0, 1800));
+        let abort_after = dice
+            .chance(0.15)
+            .then(|| Duration::from_secs(dice.between(1, 3 * 3600)));
+        let reap_tries = if breakage.no_reaper { 0 } else { 3 };
+        let (plane, spec, dice, store) = (plane.clone(), spec.clone(), dice.clone(), store.clone());
+        runs.push(tokio::spawn(async move {
+            tokio::time::sleep(start_after).await;
+            execution(
+                &plane,
+                store,
+                spec,
+                &format!("sim-{seed}-{i}"),
+                abort_after,
+                reap_tries,
+                &dice,
+            )
+            .await
+        }));
+    }
+
+    let sweeping = Arc::new(std::sync::atomic::AtomicBool::new(!breakage.no_sweep));
+    let swept = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sweeper = {
+        let deps = sweep_tasks::Deps {
+            tasks: ecs.clone() as Arc<dyn TaskRunner>,
+            runs: store.clone(),
+            clock: clock.clone(),
+            config: sweep_tasks::Config {
+                stack: Some("sim".into()),
+                ..Default::default()
+            },
+        };
+        let (sweeping, swept) = (sweeping.clone(), swept.clone());
+        tokio::spawn(async move {
+            let period = Duration::from_secs(u64::from(sweep_tasks::SWEEP_MINUTES) * 60);
+            loop {
+                tokio::time::sleep(period).await;
+                if !sweeping.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
+                let event = json!({"detail-type": sweep_tasks::SCHEDULED_EVENT});
+                if let Ok(out) = sweep_tasks::function_handler(&deps, event).await {
+                    swept.fetch_add(out.stopped.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    let mut results = Vec::new();
+    for r in runs {
+        results.push(r.await.expect("an execution task"));
+    }
+    let quiet_at = clock.now();
+    let slots = memory.held_slots();
+    // Let the sweep and late events act, then look at what is left.
+    tokio::time::sleep(SETTLE).await;
+    sweeper.abort();
+
+    let dead_letters = lambda.get().map(|l| l.dead_letters()).unwrap_or_default();
+    let facts = invariants::Facts {
+        executions: &results,
+        tasks: ecs.tasks(),
+        runs: memory.all_runs(),
+        slots,
+        alerts: topic.published(),
+        dead_letters,
+        quiet_at,
+        now: clock.now(),
+        cluster_violations: ecs
+            .cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .violations
+            .clone(),
+    };
+    let violations = invariants::check(&facts);
+    let (events_lost, events_dead_lettered) = {
+        let c = ecs.cluster.lock().unwrap_or_else(|p| p.into_inner());
+        (c.events_lost, c.dead_lettered_events)
+    };
+    let stats = Stats {
+        executions: results.len(),
+        tasks: facts.tasks.len(),
+        swept: swept.load(std::sync::atomic::Ordering::Relaxed),
+        aborted: results
+            .iter()
+            .filter(|r| r.ending == Ending::Aborted)
+            .count(),
+        failed: results
+            .iter()
+            .filter(|r| matches!(r.ending, Ending::Failed { .. }))
+            .count(),
+        events_lost,
+        events_dead_lettered,
+    };
+    let digest = invariants::digest(&facts);
+    let mut story = std::mem::take(&mut *story.lock().unwrap_or_else(|p| p.into_inner()));
+    if trace {
+        story.push(format!("spec: {spec}"));
+        for e in &results {
+            story.push(format!("execution {e:?}"));
+        }
+        for r in &facts.runs {
+            story.push(format!(
+                "run {} {} task {:?} created {} deadline {} outcome {:?} notes {:?}",
+                r.run_id,
+                r.status,
+                r.task_arn,
+                r.created_at.time(),
+                r.deadline.time(),
+                r.outcome,
+                r.notes
+            ));
+        }
+        for t in &facts.tasks {
+            story.push(format!(
+                "task {} run {} natural {:?} stop asked {:?} ended by itself {} stop {:?} {:?} exit {:?}",
+                t.desc.task_arn,
+                t.launch.run_id,
+                t.natural,
+                t.stop_requested.is_some(),
+                t.ended_by_itself,
+                t.desc.stop_code,
+                t.desc.stopped_reason,
+                t.desc.containers.first().and_then(|c| c.exit_code)
+            ));
+        }
+    }
+    Report {
+        seed,
+        executions: results.len(),
+        violations,
+        stats,
+        digest,
+        story,
+    }
+}
+
+/// One execution of run-job: maybe aborted at a random moment; when it does
+/// not succeed, EventBridge hands its status change to the reaper (Lambda's
+/// asynchronous invocation: a try and two retries, then a dead-letter queue).
+async fn execution(
+    plane: &LocalPlane,
+    store: Arc<FaultyStore>,
+    spec: Value,
+    name: &str,
+    abort_after: Option<Duration>,
+    reap_tries: u32,
+    dice: &Dice,
+) -> ExecutionResult {
+    let arn = plane.engine.execution_arn("run-job", name);
+    let input = spec.to_string();
+    let run = plane
+        .engine
+        .execute(plane.definition(), "run-job", name, spec);
+    let limit = abort_after.unwrap_or(HORIZON).min(HORIZON);
+    let (ending, status) = match tokio::time::timeout(limit, run).await {
+        Ok(outcome) => match outcome.status {
+            Status::Succeeded => (Ending::Succeeded, None),
+            Status::Failed => (
+                Ending::Failed {
+                    error: outcome.error.unwrap_or_default(),
+                },
+                Some("FAILED"),
+            ),
+            Status::TimedOut => (
+                Ending::Failed {
+                    error: "States.Timeout".into(),
+                },
+                Some("TIMED_OUT"),
+            ),
+        },
+        Err(_) if abort_after.is_some() => (Ending::Aborted, Some("ABORTED")),
+        Err(_) => (Ending::Unfinished, None),
+    };
+    let mut reap_dead_lettered = false;
+    if let Some(status) = status {
+        let event = json!({
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "detail": {"executionArn": arn, "status": status, "input": input},
+        });
+        let deps = reap_execution::Deps {
+            tasks: plane.handlers.tasks.clone(),
+            runs: store,
+            clock: plane.clock.clone(),
+            prices: stevedore_domain::cost::PriceTable::builtin(),
+            region: "us-east-1".into(),
+        };
+        tokio::time::sleep(Duration::from_secs(dice.between(0, 30))).await;
+        let mut done = reap_tries == 0;
+        for attempt in 0..reap_tries {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(60 * u64::from(attempt))).await;
+            }
+            if reap_execution::function_handler(&deps, event.clone())
+                .await
+                .is_ok()
+            {
+                done = true;
+                break;
+            }
+        }
+        reap_dead_lettered = !done && reap_tries > 0;
+    }
+    ExecutionResult {
+        arn,
+        ending,
+        reap_dead_lettered,
+    }
+}
