@@ -431,3 +431,68 @@ async fn bad_handler_input_gets_a_named_error() {
     .unwrap();
     assert_eq!(out.action, task_events::EventAction::Ignored);
 }
+
+#[tokio::test]
+async fn a_caught_failure_over_a_task_that_exited_0_by_itself_is_recorded_as_the_success_it_was() {
+    // The watch failed for good (its event lost, its polls throttled) while
+    // the task ran to a clean exit: the attempt succeeded (simulator seed 65).
+    let w = World::new();
+    let s = spec(json!({}));
+    let out = w.launch(s.clone(), 1, None).await.unwrap();
+    w.stop(
+        out.task_arn.as_deref().unwrap(),
+        "EssentialContainerExited",
+        Some(0),
+    );
+    let err = Error::new(FailureClass::Throttled, "DescribeTasks: Rate exceeded");
+    let rec = record_run::function_handler(&w.record_deps(), caught(&s, &err))
+        .await
+        .unwrap();
+    assert_eq!(rec.status, RunStatus::Succeeded, "{rec:?}");
+    assert!(!rec.notify && !rec.retry);
+    assert!(
+        w.tasks.stops().is_empty(),
+        "a stopped task is not stopped again"
+    );
+}
+
+#[tokio::test]
+async fn a_caught_failure_over_a_task_stevedore_stopped_keeps_the_failure_as_its_cause() {
+    let w = World::new();
+    let s = spec(json!({}));
+    let out = w.launch(s.clone(), 1, None).await.unwrap();
+    // "Stop task" stopped it after the watch failed.
+    w.stop(out.task_arn.as_deref().unwrap(), "UserInitiated", Some(143));
+    let err = Error::transient("GetItem: timed out");
+    let rec = record_run::function_handler(&w.record_deps(), caught(&s, &err))
+        .await
+        .unwrap();
+    assert_eq!(rec.status, RunStatus::Failed);
+    assert_eq!(rec.error, Some(FailureClass::Transient));
+    assert!(rec.cause.contains("GetItem: timed out"), "{}", rec.cause);
+}
+
+#[tokio::test]
+async fn a_caught_failure_asks_again_while_ecs_does_not_show_the_new_task_yet() {
+    let w = World::new();
+    let s = spec(json!({}));
+    let out = w.launch(s.clone(), 1, None).await.unwrap();
+    w.tasks.tasks.lock().unwrap().clear();
+    let err = Error::transient("GetItem: timed out");
+    let again = record_run::function_handler(&w.record_deps(), caught(&s, &err))
+        .await
+        .unwrap_err();
+    assert_eq!(again.class, FailureClass::Transient);
+    assert!(
+        again.message.contains("does not show task"),
+        "{}",
+        again.message
+    );
+    // Two minutes on, a task ECS does not know is gone: stopped to be sure, recorded FAILED.
+    w.clock.advance(Duration::seconds(121));
+    let rec = record_run::function_handler(&w.record_deps(), caught(&s, &err))
+        .await
+        .unwrap();
+    assert_eq!(rec.status, RunStatus::Failed);
+    assert_eq!(w.tasks.stops()[0].0, out.task_arn.unwrap());
+}

@@ -103,12 +103,16 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
 
     let run = match (&input.error, run.status) {
         // The launch failed after the run was written (or a later step
-        // failed). If the attempt's task has already stopped, how it ended is
-        // the attempt's outcome (the event and the poll were missed); a task
-        // still running is stopped, and the failure is the outcome.
+        // failed). If the attempt's task has already ended by itself, how it
+        // ended is the attempt's outcome (the event and the poll were
+        // missed); a task still running is stopped, and the failure (not the
+        // stop) is the outcome, as it is for a task Stevedore stopped.
         (Some(error), status) if !status.is_terminal() && status != RunStatus::Stopped => {
             let tasks = attempt_tasks(deps, &run, now).await?;
-            let ended = tasks.iter().find(|t| t.is_stopped()).cloned();
+            let ended = tasks
+                .iter()
+                .find(|t| t.is_stopped() && t.stop_code.as_deref() != Some("UserInitiated"))
+                .cloned();
             let running: Vec<&TaskDescription> = tasks.iter().filter(|t| !t.is_stopped()).collect();
             if let (Some(task), true) = (ended, running.is_empty()) {
                 let outcome =
