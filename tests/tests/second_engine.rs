@@ -104,7 +104,8 @@ async fn stack_alerting_to(topic: Option<&str>) -> Option<Stack> {
         });
         let resp = http
             .post(format!("{lambda}/host/functions/{name}"))
-            .json(&json!({"command": [binary(function)], "env": env, "timeoutSeconds": 30}))
+            // As deployed, the functions run-job calls time out after 60-90 s.
+            .json(&json!({"command": [binary(function)], "env": env, "timeoutSeconds": 90}))
             .send()
             .await
             .expect("register function");
@@ -465,7 +466,7 @@ async fn a_crash_of_watch_task_is_retried_and_does_not_stop_the_job() {
     assert_eq!(
         failed_tasks(&history),
         ["Lambda.Unknown"],
-        "one crash, retried"
+        "one crash, retried: {history:#?}"
     );
     assert!(!entered(&history).contains(&"Stop task".to_string()));
     let described = s.ecs.describe(&task).await;
