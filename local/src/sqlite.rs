@@ -39,6 +39,19 @@ fn records(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Resul
     rows.map(|r| decode(&r.map_err(db_err)?)).collect()
 }
 
+/// One run by id (in a transaction or not: a transaction derefs to its connection).
+fn read_run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>> {
+    let json: Option<String> = conn
+        .query_row(
+            "SELECT record FROM runs WHERE run_id = ?1",
+            params![run_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_err)?;
+    json.map(|j| decode(&j)).transpose()
+}
+
 fn encode(run: &RunRecord) -> Result<String> {
     serde_json::to_string(run)
         .map_err(|e| Error::invalid_input(format!("a run cannot be stored: {e}")))
@@ -165,16 +178,7 @@ impl RunStore for SqliteRunStore {
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
-        let json: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT record FROM runs WHERE run_id = ?1",
-                params![run_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        json.map(|j| decode(&j)).transpose()
+        read_run(&self.conn(), run_id)
     }
 
     async fn change_run(&self, run_id: &str, change: &RunChange) -> Result<ChangeOutcome> {
@@ -182,18 +186,9 @@ impl RunStore for SqliteRunStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
-        let json: Option<String> = tx
-            .query_row(
-                "SELECT record FROM runs WHERE run_id = ?1",
-                params![run_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        let Some(json) = json else {
+        let Some(mut run) = read_run(&tx, run_id)? else {
             return Ok(ChangeOutcome::NotFound);
         };
-        let mut run = decode(&json)?;
         let to = change.status();
         if !to.allowed_from().contains(&run.status) {
             return Ok(if run.status == to {
@@ -305,18 +300,9 @@ impl RunStore for SqliteRunStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
-        let json: Option<String> = tx
-            .query_row(
-                "SELECT record FROM runs WHERE run_id = ?1",
-                params![run_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        let Some(json) = json else {
+        let Some(mut run) = read_run(&tx, run_id)? else {
             return Ok(false);
         };
-        let mut run = decode(&json)?;
         run.notes.push(note.to_string());
         tx.execute(
             "UPDATE runs SET record = ?2 WHERE run_id = ?1",

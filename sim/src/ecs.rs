@@ -443,10 +443,7 @@ impl TaskRunner for SimEcs {
             .describe_tasks(&arns)
             .await?
             .into_iter()
-            .filter_map(|l| match l {
-                TaskLookup::Found(t) => Some(t),
-                TaskLookup::Missing { .. } => None,
-            })
+            .filter_map(TaskLookup::found)
             .collect())
     }
 

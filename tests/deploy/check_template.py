@@ -339,24 +339,24 @@ def check_stack_name_limit(path, template, readme, problems):
     print(f"stack names up to {longest} characters give names within every limit")
 
 
-def rust_duration_seconds(root, relative, name):
-    """The seconds of `const NAME: Duration = Duration::from_secs(N)` in a Rust file."""
+def rust_constant(root, relative, pattern, name):
+    """The number `pattern` (a regex with one group) captures in a Rust file."""
     path = os.path.join(root, relative)
     with open(path, encoding="utf-8") as f:
-        m = re.search(rf"{name}: Duration = Duration::from_secs\((\d+)\)", f.read())
+        m = re.search(pattern, f.read())
     if not m:
         raise SystemExit(f"no {name} in {path}")
     return int(m.group(1))
+
+
+def rust_duration_seconds(root, relative, name):
+    """The seconds of `const NAME: Duration = Duration::from_secs(N)` in a Rust file."""
+    return rust_constant(root, relative, rf"{name}: Duration = Duration::from_secs\((\d+)\)", name)
 
 
 def rust_i64(root, relative, name):
     """The value of `const NAME: i64 = N;` in a Rust file."""
-    path = os.path.join(root, relative)
-    with open(path, encoding="utf-8") as f:
-        m = re.search(rf"{name}: i64 = (\d+);", f.read())
-    if not m:
-        raise SystemExit(f"no {name} in {path}")
-    return int(m.group(1))
+    return rust_constant(root, relative, rf"{name}: i64 = (\d+);", name)
 
 
 def check_function_timeouts(path, template, problems):

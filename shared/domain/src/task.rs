@@ -108,6 +108,16 @@ pub enum TaskLookup {
     },
 }
 
+impl TaskLookup {
+    /// The task, if ECS described it.
+    pub fn found(self) -> Option<TaskDescription> {
+        match self {
+            TaskLookup::Found(t) => Some(t),
+            TaskLookup::Missing { .. } => None,
+        }
+    }
+}
+
 /// The EventBridge envelope of an "ECS Task State Change" event.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TaskStateChange {
