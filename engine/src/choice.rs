@@ -39,7 +39,7 @@ pub fn matches(rule: &Rule, input: &Value, context: &Value) -> Result<bool, Stri
         } => {
             if op == "IsPresent" {
                 let want = operand_bool(operand);
-                return Ok(variable.exists(input, context) == want);
+                return Ok(variable.exists(input, context)? == want);
             }
             let value = variable
                 .select(input, context)

@@ -8,6 +8,13 @@ use serde_json::{Map, Value};
 use crate::intrinsics::{is_intrinsic, Call};
 use crate::path::Path;
 
+/// The largest number of seconds a state machine may give for a Wait,
+/// a timeout, a heartbeat, a retry interval or a number of retries, as
+/// Step Functions documents it.
+pub const MAX_SECONDS: u64 = 99_999_999;
+/// The largest `MaxDelaySeconds` of a retrier (one year and a day).
+pub const MAX_DELAY_SECONDS: f64 = 31_622_400.0;
+
 /// What is wrong with a definition.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.join("\n"))]
@@ -453,11 +460,19 @@ impl Checker {
         ];
         let mut out = Vec::new();
         for (field, obj, errors) in self.error_rules(state, "Retry", "retrier", v, &known) {
-            let num = |c: &mut Checker, key: &str, default: f64, min: f64| -> f64 {
+            let num = |c: &mut Checker, key: &str, default: f64, min: f64, max: f64| -> f64 {
                 match obj.get(key) {
                     None => default,
                     Some(v) => match v.as_f64() {
-                        Some(n) if n >= min => n,
+                        Some(n) if n >= min && n <= max => n,
+                        _ if max.is_finite() => {
+                            c.err(
+                                state,
+                                &format!("{field}.{key}"),
+                                format!("must be a number from {min} to {max}"),
+                            );
+                            default
+                        }
                         _ => {
                             c.err(
                                 state,
@@ -469,12 +484,13 @@ impl Checker {
                     },
                 }
             };
-            let interval = num(self, "IntervalSeconds", 1.0, 1.0);
-            let max_attempts = num(self, "MaxAttempts", 3.0, 0.0) as u32;
-            let backoff = num(self, "BackoffRate", 2.0, 1.0);
+            let most = MAX_SECONDS as f64;
+            let interval = num(self, "IntervalSeconds", 1.0, 1.0, most);
+            let max_attempts = num(self, "MaxAttempts", 3.0, 0.0, most) as u32;
+            let backoff = num(self, "BackoffRate", 2.0, 1.0, f64::INFINITY);
             let max_delay = obj
                 .get("MaxDelaySeconds")
-                .map(|_| num(self, "MaxDelaySeconds", 0.0, 1.0));
+                .map(|_| num(self, "MaxDelaySeconds", 0.0, 1.0, MAX_DELAY_SECONDS));
             let full_jitter = match obj.get("JitterStrategy").and_then(|v| v.as_str()) {
                 None | Some("NONE") => false,
                 Some("FULL") => true,
@@ -547,9 +563,13 @@ impl Checker {
                 None
             }
             (Some(v), None) => match v.as_u64() {
-                Some(n) if n > 0 => Some(Seconds::Fixed(n)),
+                Some(n) if n > 0 && n <= MAX_SECONDS => Some(Seconds::Fixed(n)),
                 _ => {
-                    self.err(state, key, "must be a positive integer");
+                    self.err(
+                        state,
+                        key,
+                        format!("must be a positive integer of at most {MAX_SECONDS}"),
+                    );
                     None
                 }
             },
@@ -761,10 +781,24 @@ impl Checker {
                 format!("`{start_at}` is not a state"),
             );
         }
+        let timeout_seconds = match obj.get("TimeoutSeconds") {
+            None => None,
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 && n <= MAX_SECONDS => Some(n),
+                _ => {
+                    self.err(
+                        "",
+                        "TimeoutSeconds",
+                        format!("must be a positive integer of at most {MAX_SECONDS}"),
+                    );
+                    None
+                }
+            },
+        };
         let def = Definition {
             start_at,
             states,
-            timeout_seconds: obj.get("TimeoutSeconds").and_then(|v| v.as_u64()),
+            timeout_seconds,
             comment: obj
                 .get("Comment")
                 .and_then(|v| v.as_str())
@@ -954,9 +988,13 @@ impl Checker {
                 } else {
                     match present[0] {
                         "Seconds" => match obj["Seconds"].as_u64() {
-                            Some(n) => WaitFor::Seconds(n),
-                            None => {
-                                self.err(name, "Seconds", "must be a non-negative integer");
+                            Some(n) if n <= MAX_SECONDS => WaitFor::Seconds(n),
+                            _ => {
+                                self.err(
+                                    name,
+                                    "Seconds",
+                                    format!("must be an integer from 0 to {MAX_SECONDS}"),
+                                );
                                 WaitFor::Seconds(0)
                             }
                         },

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::choice;
 use crate::definition::{
     Catcher, Definition, Flow, MaxConcurrency, ResultPath, Retrier, Seconds, State, Template,
-    TemplateValue, Text, Transition, WaitFor,
+    TemplateValue, Text, Transition, WaitFor, MAX_SECONDS,
 };
 use crate::path::{abbreviate, Path};
 
@@ -578,9 +578,9 @@ impl<'e> Run<'e> {
                     WaitFor::Seconds(s) => *s as f64,
                     WaitFor::SecondsPath(p) => {
                         let v = p.select(&effective, ctx).map_err(Failure::runtime)?;
-                        v.as_u64().ok_or_else(|| {
+                        v.as_u64().filter(|n| *n <= MAX_SECONDS).ok_or_else(|| {
                             Failure::runtime(format!(
-                                "SecondsPath `{}` gave {v}, not a non-negative integer",
+                                "SecondsPath `{}` gave {v}, not an integer from 0 to {MAX_SECONDS}",
                                 p.text()
                             ))
                         })? as f64
@@ -597,7 +597,7 @@ impl<'e> Run<'e> {
                         until(t, self.engine.now())?
                     }
                 };
-                tokio::time::sleep(Duration::from_secs_f64(seconds.max(0.0))).await;
+                tokio::time::sleep(wait_for(seconds)).await;
                 Ok(step(
                     transition,
                     output_path(&flow.output_path, effective, ctx)?,
@@ -816,12 +816,14 @@ impl<'e> Run<'e> {
                             if let Some(max) = r.max_delay_seconds {
                                 delay = delay.min(max);
                             }
+                            // A steep BackoffRate overflows to infinity.
+                            delay = delay.min(MAX_SECONDS as f64);
                             if r.full_jitter {
                                 delay = self.engine.jitter(delay);
                             }
                             counts[i] += 1;
                             total += 1;
-                            tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+                            tokio::time::sleep(wait_for(delay)).await;
                             continue;
                         }
                     }
@@ -860,7 +862,7 @@ impl<'e> Run<'e> {
             state: name.to_string(),
             task_token: token.clone(),
         };
-        let deadline = timeout_s.map(|s| Instant::now() + Duration::from_secs(s));
+        let deadline = timeout_s.map(deadline_after);
         let waiter = token.as_ref().map(|t| self.engine.tokens.register(t));
         self.event("TaskStarted", Some(name), json!({"resource": resource}));
         let invoked = match deadline {
@@ -911,9 +913,7 @@ async fn wait_token(
 ) -> Result<Value, Failure> {
     let far = Instant::now() + Duration::from_secs(100 * 365 * 86_400);
     loop {
-        let beat_deadline = heartbeat_s
-            .map(|h| Instant::now() + Duration::from_secs(h))
-            .unwrap_or(far);
+        let beat_deadline = heartbeat_s.map(deadline_after).unwrap_or(far);
         let task_deadline = deadline.unwrap_or(far);
         // Biased: a token completed at the instant the task times out
         // counts (and the order of the branches never depends on chance).
@@ -933,6 +933,22 @@ async fn wait_token(
     }
 }
 
+/// A wait of `seconds`, never negative and never longer than the longest
+/// a state machine may ask for (a far timestamp, a steep backoff).
+fn wait_for(seconds: f64) -> Duration {
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(seconds.min(MAX_SECONDS as f64))
+}
+
+/// `now + seconds`, or a century ahead when that cannot be represented.
+fn deadline_after(seconds: u64) -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(seconds))
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
 fn until(t: &str, now: OffsetDateTime) -> Result<f64, Failure> {
     let at = choice::parse_timestamp(t)
         .ok_or_else(|| Failure::runtime(format!("`{t}` is not an RFC 3339 timestamp")))?;
@@ -946,9 +962,9 @@ fn seconds_of(s: &Option<Seconds>, input: &Value, ctx: &Value) -> Result<Option<
         Some(Seconds::Path(p)) => {
             let v = p.select(input, ctx).map_err(Failure::runtime)?;
             match v.as_u64() {
-                Some(n) if n > 0 => Ok(Some(n)),
+                Some(n) if n > 0 && n <= MAX_SECONDS => Ok(Some(n)),
                 _ => Err(Failure::runtime(format!(
-                    "`{}` gave {v}, not a positive integer of seconds",
+                    "`{}` gave {v}, not a positive integer of seconds up to {MAX_SECONDS}",
                     p.text()
                 ))),
             }

@@ -49,6 +49,7 @@ impl Call {
         let mut p = Parser {
             s: text.trim(),
             pos: 0,
+            depth: 0,
         };
         let call = p.call()?;
         p.skip_ws();
@@ -72,9 +73,13 @@ impl Call {
     }
 }
 
+/// How deep calls may nest inside calls.
+pub const MAX_NESTING: usize = 16;
+
 struct Parser<'a> {
     s: &'a str,
     pos: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -146,7 +151,16 @@ impl Parser<'_> {
             return Err(format!("`{}`: unterminated string", self.s));
         }
         if rest.starts_with("States.") {
-            return Ok(Arg::Call(self.call()?));
+            if self.depth == MAX_NESTING {
+                return Err(format!(
+                    "`{}`: intrinsic functions nest more than {MAX_NESTING} deep",
+                    self.s
+                ));
+            }
+            self.depth += 1;
+            let call = self.call()?;
+            self.depth -= 1;
+            return Ok(Arg::Call(call));
         }
         let end = arg_end(rest);
         let token = rest[..end].trim().to_string();
@@ -285,7 +299,10 @@ fn apply(name: &str, args: &[Value]) -> Result<Value, String> {
                 if out.len() > 1000 {
                     return Err(format!("{name}: at most 1000 items"));
                 }
-                i += step;
+                match i.checked_add(step) {
+                    Some(next) => i = next,
+                    None => break,
+                }
             }
             Ok(Value::Array(out))
         }
@@ -377,9 +394,10 @@ fn apply(name: &str, args: &[Value]) -> Result<Value, String> {
         }
         "States.MathAdd" => {
             want_n(name, args, 2)?;
-            Ok(Value::from(
-                as_int(name, &args[0])? + as_int(name, &args[1])?,
-            ))
+            let (a, b) = (as_int(name, &args[0])?, as_int(name, &args[1])?);
+            a.checked_add(b).map(Value::from).ok_or_else(|| {
+                format!("{name}: {a} + {b} is outside the range of a 64-bit integer")
+            })
         }
         "States.StringSplit" => {
             want_n(name, args, 2)?;

@@ -41,7 +41,7 @@ impl Path {
                 "`{text}` is not a path: paths start with `$` or `$$`"
             ));
         };
-        let segments = parse_segments(rest).map_err(|e| format!("`{text}`: {e}"))?;
+        let segments = parse_segments(rest, 0).map_err(|e| format!("`{text}`: {e}"))?;
         Ok(Path {
             text: text.to_string(),
             context,
@@ -70,7 +70,8 @@ impl Path {
     /// the array of every match.
     pub fn select(&self, input: &Value, context: &Value) -> Result<Value, String> {
         let root = if self.context { context } else { input };
-        let found = select_all(root, &self.segments);
+        let found =
+            select_all(root, &self.segments).map_err(|e| format!("`{}`: {e}", self.text))?;
         if self.is_definite() {
             found.into_iter().next().cloned().ok_or_else(|| {
                 format!(
@@ -85,9 +86,11 @@ impl Path {
     }
 
     /// Whether the path selects something (for `IsPresent`).
-    pub fn exists(&self, input: &Value, context: &Value) -> bool {
+    pub fn exists(&self, input: &Value, context: &Value) -> Result<bool, String> {
         let root = if self.context { context } else { input };
-        !select_all(root, &self.segments).is_empty()
+        select_all(root, &self.segments)
+            .map(|found| !found.is_empty())
+            .map_err(|e| format!("`{}`: {e}", self.text))
     }
 
     /// Writes `value` at this (reference) path inside `target`, creating
@@ -161,19 +164,19 @@ pub fn abbreviate(v: &Value) -> String {
     }
 }
 
-fn select_all<'a>(root: &'a Value, segments: &[Segment]) -> Vec<&'a Value> {
+fn select_all<'a>(root: &'a Value, segments: &[Segment]) -> Result<Vec<&'a Value>, String> {
     let mut current = vec![root];
     for seg in segments {
         let mut next = Vec::new();
         for node in current {
-            apply(node, seg, &mut next);
+            apply(node, seg, &mut next)?;
         }
         current = next;
     }
-    current
+    Ok(current)
 }
 
-fn apply<'a>(node: &'a Value, seg: &Segment, out: &mut Vec<&'a Value>) {
+fn apply<'a>(node: &'a Value, seg: &Segment, out: &mut Vec<&'a Value>) -> Result<(), String> {
     match seg {
         Segment::Child(name) => {
             if let Some(v) = node.get(name.as_str()) {
@@ -205,7 +208,9 @@ fn apply<'a>(node: &'a Value, seg: &Segment, out: &mut Vec<&'a Value>) {
                     let mut i = s;
                     while i < e {
                         out.push(&items[i as usize]);
-                        i += step;
+                        i = i.checked_add(step).ok_or_else(|| {
+                            format!("the slice step {step} goes past the largest index a path can reach")
+                        })?;
                     }
                 }
             }
@@ -227,12 +232,13 @@ fn apply<'a>(node: &'a Value, seg: &Segment, out: &mut Vec<&'a Value>) {
                 _ => Vec::new(),
             };
             for c in candidates {
-                if filter_matches(c, filter) {
+                if filter_matches(c, filter)? {
                     out.push(c);
                 }
             }
         }
     }
+    Ok(())
 }
 
 fn descend<'a>(node: &'a Value, f: &mut dyn FnMut(&'a Value)) {
@@ -244,13 +250,13 @@ fn descend<'a>(node: &'a Value, f: &mut dyn FnMut(&'a Value)) {
     }
 }
 
-fn filter_matches(item: &Value, filter: &Filter) -> bool {
-    let found = select_all(item, &filter.path);
+fn filter_matches(item: &Value, filter: &Filter) -> Result<bool, String> {
+    let found = select_all(item, &filter.path)?;
     let Some(value) = found.first() else {
-        return false;
+        return Ok(false);
     };
     let Some((op, literal)) = &filter.op else {
-        return true;
+        return Ok(true);
     };
     use std::cmp::Ordering::*;
     let ordering = match (value, literal) {
@@ -261,14 +267,14 @@ fn filter_matches(item: &Value, filter: &Filter) -> bool {
         (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
         // Other types only compare for (in)equality.
         (a, b) => {
-            return match op.as_str() {
+            return Ok(match op.as_str() {
                 "==" => *a == b,
                 "!=" => *a != b,
                 _ => false,
-            }
+            });
         }
     };
-    ordering.is_some_and(|o| match op.as_str() {
+    Ok(ordering.is_some_and(|o| match op.as_str() {
         "==" => o == Equal,
         "!=" => o != Equal,
         "<" => o == Less,
@@ -276,12 +282,25 @@ fn filter_matches(item: &Value, filter: &Filter) -> bool {
         ">" => o == Greater,
         ">=" => o != Less,
         _ => false,
-    })
+    }))
 }
 
-fn parse_segments(mut rest: &str) -> Result<Vec<Segment>, String> {
+/// How deep filters may nest inside filters.
+pub const MAX_FILTER_DEPTH: usize = 16;
+/// How many steps a path may have: no JSON value a state sees is deeper
+/// (inputs are read with a nesting limit of 128), and a longer `ResultPath`
+/// would build a value too deep to read back.
+pub const MAX_SEGMENTS: usize = 128;
+
+fn parse_segments(mut rest: &str, depth: usize) -> Result<Vec<Segment>, String> {
+    if depth > MAX_FILTER_DEPTH {
+        return Err(format!("filters nest more than {MAX_FILTER_DEPTH} deep"));
+    }
     let mut out = Vec::new();
     while !rest.is_empty() {
+        if out.len() == MAX_SEGMENTS {
+            return Err(format!("a path has at most {MAX_SEGMENTS} steps"));
+        }
         if let Some(r) = rest.strip_prefix("..") {
             if let Some(r2) = r.strip_prefix('*') {
                 out.push(Segment::DescendAll);
@@ -310,7 +329,7 @@ fn parse_segments(mut rest: &str) -> Result<Vec<Segment>, String> {
             let end = find_bracket_end(r).ok_or("unclosed `[`")?;
             let inner = r[..end].trim();
             rest = &r[end + 1..];
-            out.push(parse_bracket(inner)?);
+            out.push(parse_bracket(inner, depth)?);
         } else {
             return Err(format!(
                 "unexpected `{}`",
@@ -348,7 +367,7 @@ fn find_bracket_end(s: &str) -> Option<usize> {
     None
 }
 
-fn parse_bracket(inner: &str) -> Result<Segment, String> {
+fn parse_bracket(inner: &str, depth: usize) -> Result<Segment, String> {
     if inner == "*" {
         return Ok(Segment::Wildcard);
     }
@@ -360,7 +379,7 @@ fn parse_bracket(inner: &str) -> Result<Segment, String> {
         return Ok(Segment::Child(q.to_string()));
     }
     if let Some(f) = inner.strip_prefix("?(").and_then(|s| s.strip_suffix(')')) {
-        return parse_filter(f.trim());
+        return parse_filter(f.trim(), depth + 1);
     }
     if inner.contains(':') {
         let parts: Vec<&str> = inner.split(':').collect();
@@ -388,11 +407,11 @@ fn parse_bracket(inner: &str) -> Result<Segment, String> {
     })
 }
 
-fn parse_filter(f: &str) -> Result<Segment, String> {
+fn parse_filter(f: &str, depth: usize) -> Result<Segment, String> {
     let f = f.strip_prefix('@').ok_or("a filter must start with `@`")?;
     for op in ["==", "!=", "<=", ">=", "<", ">"] {
         if let Some((left, right)) = f.split_once(op) {
-            let path = parse_segments(left.trim())?;
+            let path = parse_segments(left.trim(), depth)?;
             let right = right.trim();
             let literal =
                 if let Some(s) = right.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
@@ -408,7 +427,7 @@ fn parse_filter(f: &str) -> Result<Segment, String> {
         }
     }
     Ok(Segment::Filter(Filter {
-        path: parse_segments(f.trim())?,
+        path: parse_segments(f.trim(), depth)?,
         op: None,
     }))
 }

@@ -187,17 +187,9 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<SweepOutput> 
     Ok(out)
 }
 
-/// The stop reason ECS keeps on the task (at most 255 characters).
+/// The stop reason ECS keeps on the task.
 fn stop_reason(detail: &str) -> String {
-    let mut reason = format!("{STOP_REASON_PREFIX} sweep: {detail}");
-    if reason.len() > 255 {
-        let mut end = 255;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-    }
-    reason
+    stevedore_domain::failure::stop_reason(format!("{STOP_REASON_PREFIX} sweep: {detail}"))
 }
 
 async fn sweep_one(deps: &Deps, task: &RunningTask) -> Result<Option<Swept>> {

@@ -26,11 +26,21 @@ impl StopRequest {
             StopRequest::Timeout => "job timeout",
             StopRequest::Cancelled => "execution ended",
         };
-        let mut reason = format!("{STOP_REASON_PREFIX} {what} ({detail})");
-        // ECS accepts at most 255 characters.
-        reason.truncate(255);
-        reason
+        stop_reason(format!("{STOP_REASON_PREFIX} {what} ({detail})"))
     }
+}
+
+/// A StopTask reason as ECS accepts it: at most 255 (bytes, to be safe
+/// with any text), cut on a character boundary.
+pub fn stop_reason(mut reason: String) -> String {
+    if reason.len() > 255 {
+        let mut end = 255;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 /// The classified result of a stopped task or a failed launch.
@@ -304,6 +314,16 @@ mod tests {
     use super::*;
     use crate::task::ContainerState;
     use FailureClass::*;
+
+    #[test]
+    fn a_stop_reason_is_cut_to_255_characters_on_a_character_boundary() {
+        // 'é' is two bytes: byte 255 falls inside one.
+        let reason = StopRequest::Timeout.reason(&"é".repeat(300));
+        assert_eq!(reason.len(), 254, "{reason}");
+        assert!(reason.ends_with('é'));
+        let short = StopRequest::Cancelled.reason("x");
+        assert_eq!(short, "Stevedore: execution ended (x)");
+    }
 
     fn container(name: &str, exit: Option<i32>, reason: Option<&str>) -> ContainerState {
         ContainerState {
