@@ -1,23 +1,26 @@
 //! `stevedore`: run jobs and state machines on this machine (local mode),
 //! and look at run history.
 
+mod out;
+mod run;
+
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::out::{clock_time, color, say, tell};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
-use stevedore_domain::duration::format_duration;
 use stevedore_domain::ports::RunStore;
-use stevedore_domain::run::{RunQuery, RunRecord};
+use stevedore_domain::run::RunQuery;
 use stevedore_domain::task::format_time;
 use stevedore_domain::{JobSpec, RunStatus};
 use stevedore_engine::mocks::{MockCase, MockResources};
-use stevedore_engine::{Definition, Engine, ExecutionOutcome, HistoryEvent, Resources, Status};
+use stevedore_engine::{Definition, Engine, HistoryEvent, Resources, Status};
 use stevedore_local::plane::{is_stevedore_call, local_substitutions, substitute};
 use stevedore_local::{
     ConsoleNotifier, LocalClock, LocalPlane, PlaneConfig, ProcessSettings, ProcessTaskRunner,
@@ -38,7 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a job spec locally: the real run-job state machine and handlers, the job's command as a local process.
-    Run(RunArgs),
+    Run(run::RunArgs),
     /// Run history.
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -53,48 +56,25 @@ enum Command {
 }
 
 #[derive(Args)]
-struct Home {
+pub struct Home {
     /// Where local runs, logs and secrets live.
     #[arg(long, env = "STEVEDORE_HOME", global = true)]
     home: Option<PathBuf>,
 }
 
 impl Home {
-    fn dir(&self) -> PathBuf {
+    pub fn dir(&self) -> PathBuf {
         self.home
             .clone()
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".stevedore")))
             .unwrap_or_else(|| PathBuf::from(".stevedore"))
     }
-    fn store(&self) -> Result<Arc<SqliteRunStore>> {
+    pub fn store(&self) -> Result<Arc<SqliteRunStore>> {
         let path = self.dir().join("runs.db");
         Ok(Arc::new(
             SqliteRunStore::open(&path).map_err(|e| anyhow!("{}", e.message))?,
         ))
     }
-}
-
-#[derive(Args)]
-struct RunArgs {
-    /// The job spec (JSON).
-    job: PathBuf,
-    /// The execution name (default: <job>-<UTC time>).
-    #[arg(long)]
-    name: Option<String>,
-    /// KEY=VALUE lines: the secrets a task definition would inject (default: <home>/secrets.env if present).
-    #[arg(long)]
-    secrets: Option<PathBuf>,
-    /// Seconds between safety polls when no task event arrives.
-    #[arg(long, default_value_t = 900)]
-    check_interval: u64,
-    /// Seconds between SIGTERM and SIGKILL when a task is stopped.
-    #[arg(long, default_value_t = 30)]
-    stop_grace: u64,
-    /// Do not print the job's output as it runs (it is still in the log file).
-    #[arg(long)]
-    quiet: bool,
-    #[command(flatten)]
-    home: Home,
 }
 
 #[derive(Subcommand)]
@@ -154,7 +134,7 @@ struct ExecArgs {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run::run(args).await,
         Command::Runs(RunsCommand::List {
             job,
             status,
@@ -169,26 +149,43 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            tell!("error: {e:#}");
             ExitCode::from(2)
         }
     }
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        anyhow!(
-            "{} is not valid JSON (line {}, column {}): {e}",
-            path.display(),
-            e.line(),
-            e.column()
-        )
-    })
+/// Cleans up after `stevedore` processes that died (see
+/// `stevedore_local::recovery`), and says what it did.
+pub async fn recover(store: &SqliteRunStore, clock: &dyn stevedore_domain::ports::Clock) {
+    match stevedore_local::recovery::recover(store, clock).await {
+        Ok(r) if r.is_empty() => {}
+        Ok(r) => {
+            for pid in &r.stopped_processes {
+                tell!("stevedore: stopped job process group {pid}, left running by a stevedore that exited");
+            }
+            for run in &r.failed_runs {
+                tell!(
+                    "stevedore: run {run} marked FAILED (KilledByInfrastructure): {}",
+                    stevedore_local::recovery::CAUSE
+                );
+            }
+        }
+        Err(e) => tell!(
+            "stevedore: could not clean up after an earlier stevedore: {}",
+            e.message
+        ),
+    }
 }
 
-fn read_secrets(path: &Path) -> Result<BTreeMap<String, String>> {
+pub fn read_json(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // serde_json's message ends with the line and column.
+    serde_json::from_str(&text).map_err(|e| anyhow!("{} is not valid JSON: {e}", path.display()))
+}
+
+pub fn read_secrets(path: &Path) -> Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the secrets file {}", path.display()))?;
     let mut out = BTreeMap::new();
@@ -205,199 +202,6 @@ fn read_secrets(path: &Path) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-fn color(code: &str, text: &str) -> String {
-    if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
-        format!("\x1b[{code}m{text}\x1b[0m")
-    } else {
-        text.to_string()
-    }
-}
-
-fn clock_time(t: time::OffsetDateTime) -> String {
-    format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
-}
-
-/// Prints the state machine's progress as it goes.
-fn progress(e: &HistoryEvent) {
-    let at = clock_time(e.timestamp);
-    let state = e.state.as_deref().unwrap_or("");
-    match e.kind.as_str() {
-        k if k.ends_with("StateEntered") && k != "FailStateEntered" => {
-            println!("{at}  {} {state}", color("36", "▸"))
-        }
-        // A wait's timeout is the routine safety poll: CatchTriggered shows it.
-        "TaskFailed" => println!(
-            "{at}    {} {}",
-            color("33", "✗"),
-            e.details["Error"].as_str().unwrap_or("")
-        ),
-        "CatchTriggered" => println!(
-            "{at}    {} {} → {}",
-            color("33", "↪"),
-            e.details["error"].as_str().unwrap_or(""),
-            e.details["next"].as_str().unwrap_or("")
-        ),
-        "ExecutionSucceeded" => println!("{at}  {}", color("32", "✔ execution succeeded")),
-        "ExecutionFailed" => println!(
-            "{at}  {} {}",
-            color("31", "✘ execution failed:"),
-            e.details["Error"].as_str().unwrap_or("")
-        ),
-        "ExecutionTimedOut" => println!("{at}  {}", color("31", "✘ execution timed out")),
-        _ => {}
-    }
-}
-
-async fn run(args: RunArgs) -> Result<ExitCode> {
-    let spec_value = read_json(&args.job)?;
-    let spec = match JobSpec::from_value(&spec_value) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{}: InvalidJobSpec: {e}", args.job.display());
-            return Ok(ExitCode::from(2));
-        }
-    };
-    if spec.command.is_none() {
-        bail!("{}: local mode runs the job's `command` as a process; add `command` (and `container`) to the spec", args.job.display());
-    }
-    let home = args.home.dir();
-    let secrets = match &args.secrets {
-        Some(p) => read_secrets(p)?,
-        None if home.join("secrets.env").exists() => read_secrets(&home.join("secrets.env"))?,
-        None => BTreeMap::new(),
-    };
-    let store = args.home.store()?;
-    let clock = Arc::new(LocalClock::new(time::OffsetDateTime::now_utc()));
-    let echo: Option<stevedore_local::tasks::LineEcho> = if args.quiet {
-        None
-    } else {
-        Some(Arc::new(|_run: &str, line: &str| {
-            println!("          {} {line}", color("2", "│"))
-        }))
-    };
-    let runner = Arc::new(ProcessTaskRunner::new(
-        clock.clone(),
-        ProcessSettings {
-            log_dir: home.join("logs"),
-            secrets,
-            stop_grace: Duration::from_secs(args.stop_grace),
-            echo,
-        },
-    ));
-    let notifier = Arc::new(ConsoleNotifier::new(
-        Arc::new(|text: &str| {
-            let mut err = std::io::stderr();
-            let _ = writeln!(err, "\n{}\n", color("31", text));
-        }),
-        std::env::var("STEVEDORE_SLACK_WEBHOOK")
-            .ok()
-            .filter(|u| !u.is_empty()),
-    ));
-    let plane = LocalPlane::new(
-        store.clone(),
-        runner.clone(),
-        notifier,
-        clock.clone(),
-        PlaneConfig {
-            check_interval_seconds: args.check_interval.clamp(1, 3600),
-            retention_days: 400,
-            observer: Some(Arc::new(progress)),
-            log_dir: Some(home.join("logs")),
-            ..PlaneConfig::default()
-        },
-    )
-    .map_err(|e| anyhow!("{}", e.message))?;
-    let now = clock.start();
-    let name = args.name.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{:04}{:02}{:02}T{:02}{:02}{:02}",
-            spec.job,
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        )
-    });
-    println!(
-        "{} {} ({}) — local mode, execution {name}",
-        color("1", "stevedore run"),
-        spec.job,
-        args.job.display()
-    );
-    let outcome = plane.run_job(spec_value, &name).await;
-    store
-        .save_history(
-            &outcome.execution_arn,
-            &serde_json::to_value(&outcome.history)?,
-        )
-        .map_err(|e| anyhow!("{}", e.message))?;
-    let runs = store
-        .runs_of_execution(&outcome.execution_arn)
-        .await
-        .map_err(|e| anyhow!("{}", e.message))?;
-    summary(&outcome, &runs, &home);
-    Ok(if outcome.status == Status::Succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-fn summary(outcome: &ExecutionOutcome, runs: &[RunRecord], home: &Path) {
-    println!();
-    let status = match outcome.status {
-        Status::Succeeded => color("32", "SUCCEEDED"),
-        _ => color(
-            "31",
-            &format!("FAILED ({})", outcome.error.as_deref().unwrap_or("?")),
-        ),
-    };
-    println!("status     {status}");
-    if let Some(last) = runs.last() {
-        println!("run        {}", last.run_id);
-        println!("attempts   {} of {}", runs.len(), last.max_attempts);
-        let exit = last
-            .outcome
-            .as_ref()
-            .and_then(|o| o.exit_code)
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "-".into());
-        println!("exit code  {exit}");
-        if let Some(o) = &last.outcome {
-            if !o.message.is_empty() {
-                println!("outcome    {}", o.message);
-            }
-        }
-        let started = runs.first().map(|r| r.created_at);
-        if let (Some(s), Some(f)) = (started, last.finished_at) {
-            println!(
-                "duration   {}",
-                format_duration((f - s).whole_seconds().max(0) as u64)
-            );
-        }
-        let cost: f64 = runs
-            .iter()
-            .filter_map(|r| r.cost.as_ref().map(|c| c.usd))
-            .sum();
-        println!(
-            "cost       ${cost:.6} (Fargate estimate at {} prices)",
-            runs.iter()
-                .find_map(|r| r.cost.as_ref().map(|c| c.region.clone()))
-                .unwrap_or_else(|| "default".into())
-        );
-        println!(
-            "log        {}",
-            home.join("logs")
-                .join(format!("{}.log", last.run_id))
-                .display()
-        );
-    } else if let Some(cause) = &outcome.cause {
-        println!("cause      {cause}");
-    }
-}
-
 async fn list(
     job: Option<String>,
     status: Option<String>,
@@ -410,6 +214,7 @@ async fn list(
         .transpose()
         .map_err(|e| anyhow!(e))?;
     let store = home.store()?;
+    recover(&store, &LocalClock::new(time::OffsetDateTime::now_utc())).await;
     let runs = match job {
         Some(job) => store.list_runs(&RunQuery { job, status, limit }).await,
         None => store.list_all(status, limit),
@@ -417,27 +222,32 @@ async fn list(
     .map_err(|e| anyhow!("{}", e.message))?;
     if as_json {
         for r in &runs {
-            println!("{}", serde_json::to_string(r)?);
+            say!("{}", serde_json::to_string(r)?);
         }
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
-        println!("no runs yet (stevedore run <job.json> starts one)");
+        say!("no runs yet (stevedore run <job.json> starts one)");
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<[String; 8]> = runs
         .iter()
         .map(|r| {
-            let dur = r
-                .finished_at
-                .map(|f| format_duration((f - r.created_at).whole_seconds().max(0) as u64))
+            let dur = run::run_duration(r)
+                .map(stevedore_domain::duration::format_duration)
                 .unwrap_or_else(|| "-".into());
             let o = r.outcome.as_ref();
             [
                 r.run_id.clone(),
                 r.job.clone(),
                 r.status.to_string(),
-                format!("{}/{}", r.attempt, r.max_attempts),
+                // "1/3" while another attempt may follow; an ended run's row
+                // is its own attempt (a retry is a row of its own).
+                if r.status.is_terminal() {
+                    r.attempt.to_string()
+                } else {
+                    format!("{}/{}", r.attempt, r.max_attempts)
+                },
                 format_time(r.created_at)
                     .chars()
                     .take(19)
@@ -479,15 +289,16 @@ async fn list(
             .trim_end()
             .to_string()
     };
-    println!("{}", line(&header.map(String::from)));
+    say!("{}", line(&header.map(String::from)));
     for row in &rows {
-        println!("{}", line(row));
+        say!("{}", line(row));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn show(run_id: &str, as_json: bool, home: &Home) -> Result<ExitCode> {
     let store = home.store()?;
+    recover(&store, &LocalClock::new(time::OffsetDateTime::now_utc())).await;
     let Some(run) = store
         .get_run(run_id)
         .await
@@ -502,26 +313,51 @@ async fn show(run_id: &str, as_json: bool, home: &Home) -> Result<ExitCode> {
         .history(&run.execution.id)
         .map_err(|e| anyhow!("{}", e.message))?;
     if as_json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&json!({"run": run, "history": history}))?
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}", serde_json::to_string_pretty(&run)?);
+    say!("{}", serde_json::to_string_pretty(&run)?);
     if let Some(Value::Array(events)) = history {
-        println!("\nexecution history ({})", run.execution.id);
-        for e in events {
-            println!(
-                "{:>4}  {}  {:<24} {}",
-                e["id"],
-                e["timestamp"].as_str().unwrap_or(""),
-                e["type"].as_str().unwrap_or(""),
-                e["state"].as_str().unwrap_or("")
-            );
+        say!("\nexecution history ({})", run.execution.id);
+        for line in history_table(&events) {
+            say!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// History events as aligned lines: id, UTC time to the millisecond,
+/// type, state.
+fn history_table(events: &[Value]) -> Vec<String> {
+    let rows: Vec<[String; 4]> = events
+        .iter()
+        .map(|e| {
+            let at = e["timestamp"].as_str().unwrap_or("");
+            [
+                e["id"].to_string(),
+                stevedore_domain::task::parse_time(at)
+                    .map(|t| {
+                        let t = t.to_offset(time::UtcOffset::UTC);
+                        format!("{} {}.{:03}", t.date(), clock_time(t), t.millisecond())
+                    })
+                    .unwrap_or_else(|| at.to_string()),
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["state"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (w0, w1, w2) = (width(0), width(1), width(2));
+    rows.iter()
+        .map(|r| {
+            format!("{:>w0$}  {:<w1$}  {:<w2$}  {}", r[0], r[1], r[2], r[3])
+                .trim_end()
+                .to_string()
+        })
+        .collect()
 }
 
 fn validate(files: &[PathBuf]) -> Result<ExitCode> {
@@ -530,7 +366,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode> {
         let value = match read_json(f) {
             Ok(v) => v,
             Err(e) => {
-                println!("{} {e}", color("31", "✘"));
+                say!("{} {e:#}", color("31", "✘"));
                 bad += 1;
                 continue;
             }
@@ -539,26 +375,26 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode> {
             // Placeholders (${...}) are filled as `sam deploy` would, with local names.
             let text = substitute(&value.to_string(), &local_substitutions());
             match Definition::parse(&text) {
-                Ok(_) => println!(
+                Ok(_) => say!(
                     "{} {}: a valid state machine",
                     color("32", "✔"),
                     f.display()
                 ),
                 Err(e) => {
                     bad += 1;
-                    println!(
+                    say!(
                         "{} {}: not a valid state machine:",
                         color("31", "✘"),
                         f.display()
                     );
                     for p in e.0 {
-                        println!("  - {p}");
+                        say!("  - {p}");
                     }
                 }
             }
         } else {
             match JobSpec::from_value(&value) {
-                Ok(s) => println!(
+                Ok(s) => say!(
                     "{} {}: a valid job spec for `{}`",
                     color("32", "✔"),
                     f.display(),
@@ -566,7 +402,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode> {
                 ),
                 Err(e) => {
                     bad += 1;
-                    println!("{} {}: {e}", color("31", "✘"), f.display());
+                    say!("{} {}: {e}", color("31", "✘"), f.display());
                 }
             }
         }
@@ -624,12 +460,10 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
             secrets: BTreeMap::new(),
             stop_grace: Duration::from_secs(30),
             echo: None,
+            ledger: None,
         },
     ));
-    let notifier = Arc::new(ConsoleNotifier::new(
-        Arc::new(|t: &str| eprintln!("{t}")),
-        None,
-    ));
+    let notifier = Arc::new(ConsoleNotifier::new(Arc::new(|t: &str| tell!("{t}")), None));
     let plane = LocalPlane::new(
         store,
         runner,
@@ -659,7 +493,7 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
         .with_tokens(tokens);
     if !args.json {
         engine = engine.with_observer(Arc::new(|e: &HistoryEvent| {
-            println!(
+            say!(
                 "{:>4}  {}  {:<26} {}",
                 e.id,
                 clock_time(e.timestamp),
@@ -676,9 +510,9 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string(&body)?);
+        say!("{}", serde_json::to_string(&body)?);
     } else {
-        println!("\n{}", serde_json::to_string_pretty(&body)?);
+        say!("\n{}", serde_json::to_string_pretty(&body)?);
     }
     Ok(if outcome.status == Status::Succeeded {
         ExitCode::SUCCESS

@@ -237,11 +237,13 @@ struct Checker {
 impl Checker {
     fn err(&mut self, state: &str, field: &str, msg: impl Into<String>) {
         let msg = msg.into();
-        if state.is_empty() {
-            self.problems.push(format!("{field}: {msg}"));
-        } else {
-            self.problems
-                .push(format!("state `{state}`, {field}: {msg}"));
+        match (state.is_empty(), field.is_empty()) {
+            (true, _) => self.problems.push(format!("{field}: {msg}")),
+            // A problem of the state as a whole.
+            (false, true) => self.problems.push(format!("state `{state}` {msg}")),
+            (false, false) => self
+                .problems
+                .push(format!("state `{state}`, {field}: {msg}")),
         }
     }
 
@@ -1305,7 +1307,7 @@ mod tests {
             "state `E`, Error: give `Error` or `ErrorPath`, not both",
             "state `F`, Colour: is not a field this state type supports",
             "state `G`, InputPath:",
-            "state `B`, : is not reachable from StartAt",
+            "state `B` is not reachable from StartAt",
         ] {
             assert!(all.contains(want), "missing `{want}` in:\n{all}");
         }

@@ -69,6 +69,9 @@ pub trait Resources: Send + Sync {
     async fn call(&self, call: TaskCall) -> Result<Value, Failure>;
 }
 
+/// The most events an execution's history may hold (a Step Functions quota).
+pub const MAX_HISTORY_EVENTS: usize = 25_000;
+
 /// One entry of the execution history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryEvent {
@@ -435,6 +438,17 @@ impl<'e> Run<'e> {
             let mut name = def.start_at.clone();
             let mut input = input;
             loop {
+                // Step Functions fails an execution whose history reaches
+                // its quota; here it also ends a loop that never waits.
+                let events = self.history.lock().unwrap_or_else(|p| p.into_inner()).len();
+                if events >= MAX_HISTORY_EVENTS {
+                    return Err(Failure::runtime(format!(
+                        "the execution's history reached {MAX_HISTORY_EVENTS} events, the Step Functions quota (a loop that never ends?)"
+                    )));
+                }
+                // A loop of states that never wait still lets timers (the
+                // execution's TimeoutSeconds) and other branches run.
+                tokio::task::yield_now().await;
                 let state = def
                     .states
                     .get(&name)

@@ -244,3 +244,13 @@ async fn a_steep_backoff_waits_at_most_the_longest_wait() {
     );
     assert!(started.elapsed().as_secs() <= 99_999_999 + 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_loop_that_never_ends_stops_at_the_history_quota() {
+    let def = json!({"StartAt": "A", "States": {
+        "A": {"Type": "Pass", "Next": "B"},
+        "B": {"Type": "Pass", "Next": "A"}}});
+    let o = run(def, json!({})).await;
+    failed_with(&o, "States.Runtime", "25000 events");
+    assert!(o.history.len() <= 25_002, "{}", o.history.len());
+}

@@ -3,8 +3,11 @@
 //! printed (and posted to Slack when configured), and the real `run-job`
 //! state machine runs in the embedded engine with the real handlers.
 
+pub mod ledger;
 pub mod notify;
 pub mod plane;
+pub mod procs;
+pub mod recovery;
 pub mod sqlite;
 pub mod tasks;
 

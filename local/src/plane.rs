@@ -392,7 +392,7 @@ impl LocalPlane {
     pub async fn run_job(&self, spec: Value, name: &str) -> ExecutionOutcome {
         let outcome = self
             .engine
-            .execute(&self.definition, "run-job", name, spec)
+            .execute(&self.definition, "run-job", name, spec.clone())
             .await;
         let status = match outcome.status {
             Status::Succeeded => None,
@@ -400,15 +400,37 @@ impl LocalPlane {
             Status::TimedOut => Some("TIMED_OUT"),
         };
         if let Some(status) = status {
-            let event = json!({
-                "detail-type": "Step Functions Execution Status Change",
-                "source": "aws.states",
-                "detail": {"executionArn": outcome.execution_arn, "status": status},
-            });
-            if let Err(e) = reap_execution::function_handler(&self.handlers.reap, event).await {
-                eprintln!("reap-execution: {e}");
-            }
+            self.reap(&outcome.execution_arn, status, &spec, None).await;
         }
         outcome
+    }
+
+    /// The ARN `run_job` gives an execution of this name.
+    pub fn execution_arn(&self, name: &str) -> String {
+        self.engine.execution_arn("run-job", name)
+    }
+
+    /// What Step Functions does after StopExecution: the execution (whose
+    /// future the caller has dropped) is ABORTED, and the reaper stops its
+    /// task and marks its run CANCELLED.
+    pub async fn abort(&self, execution_arn: &str, spec: &Value, cause: &str) {
+        self.reap(execution_arn, "ABORTED", spec, Some(cause)).await;
+    }
+
+    /// Delivers the "Execution Status Change" event EventBridge would.
+    async fn reap(&self, execution_arn: &str, status: &str, spec: &Value, cause: Option<&str>) {
+        let event = json!({
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "detail": {
+                "executionArn": execution_arn,
+                "status": status,
+                "input": spec.to_string(),
+                "cause": cause,
+            },
+        });
+        if let Err(e) = reap_execution::function_handler(&self.handlers.reap, event).await {
+            eprintln!("reap-execution: {e}");
+        }
     }
 }

@@ -21,7 +21,7 @@ pub struct SqliteRunStore {
     conn: Mutex<Connection>,
 }
 
-fn db_err(e: impl std::fmt::Display) -> Error {
+pub(crate) fn db_err(e: impl std::fmt::Display) -> Error {
     Error::transient(format!("local run store: {e}"))
 }
 
@@ -78,8 +78,10 @@ impl SqliteRunStore {
     fn init(conn: Connection) -> Result<SqliteRunStore> {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err)?;
+        conn.execute_batch(crate::ledger::SCHEMA).map_err(db_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
              CREATE TABLE IF NOT EXISTS runs (
                run_id TEXT PRIMARY KEY,
                job TEXT NOT NULL,
@@ -106,7 +108,7 @@ impl SqliteRunStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -131,7 +133,12 @@ impl SqliteRunStore {
         Ok(())
     }
 
+    /// An execution's history: the events appended as it ran, or the
+    /// whole history saved at its end (older stores).
     pub fn history(&self, execution_id: &str) -> Result<Option<Value>> {
+        if let Some(events) = self.appended_history(execution_id)? {
+            return Ok(Some(events));
+        }
         let text: Option<String> = self
             .conn()
             .query_row(

@@ -273,6 +273,9 @@ pub struct ProcessSettings {
     pub stop_grace: Duration,
     /// Echo each log line here as it comes (the CLI prints them).
     pub echo: Option<LineEcho>,
+    /// Where each job process is recorded while it runs, so that a later
+    /// `stevedore` can stop it if this one dies.
+    pub ledger: Option<Arc<dyn crate::ledger::ProcessLedger>>,
 }
 
 pub struct ProcessTaskRunner {
@@ -292,6 +295,18 @@ impl ProcessTaskRunner {
 
     pub fn log_path(&self, run_id: &str) -> PathBuf {
         self.settings.log_dir.join(format!("{run_id}.log"))
+    }
+
+    /// How many job processes are running.
+    pub fn live(&self) -> usize {
+        self.pids.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// SIGKILL to every running job's process group, now.
+    pub fn kill_all(&self) {
+        for pid in self.pids.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            signal(*pid, libc::SIGKILL);
+        }
     }
 }
 
@@ -313,6 +328,12 @@ impl TaskRunner for ProcessTaskRunner {
                 self.settings.log_dir.display()
             ))
         })?;
+        // Opened before the process starts: from its start until its waiter
+        // runs there is no await, so a dropped launch cannot lose the process.
+        let log_path = self.log_path(&launch.run_id);
+        let mut log = tokio::fs::File::create(&log_path).await.map_err(|e| {
+            Error::configuration(format!("cannot write {}: {e}", log_path.display()))
+        })?;
         let mut cmd = tokio::process::Command::new(&command[0]);
         cmd.args(&command[1..])
             .envs(&self.settings.secrets)
@@ -326,14 +347,22 @@ impl TaskRunner for ProcessTaskRunner {
             .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| {
-            // What ECS reports when the entry point cannot start.
-            Error::new(
-                stevedore_domain::FailureClass::StartFailed,
-                format!(
-                    "CannotStartContainerError: cannot run `{}`: {e}",
-                    command[0]
-                ),
-            )
+            // What ECS reports when the entry point cannot start; a missing
+            // or non-executable program will not start on a retry either.
+            let message = format!(
+                "CannotStartContainerError: cannot run `{}`: {e}",
+                command[0]
+            );
+            let class = match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    stevedore_domain::FailureClass::ContainerMisconfigured
+                }
+                _ if e.raw_os_error() == Some(libc::ENOEXEC) => {
+                    stevedore_domain::FailureClass::ContainerMisconfigured
+                }
+                _ => stevedore_domain::failure::start_failure_class(&message),
+            };
+            Error::new(class, message)
         })?;
         let task = self.table.start(launch);
         let arn = task.task_arn.clone();
@@ -342,11 +371,10 @@ impl TaskRunner for ProcessTaskRunner {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(arn.clone(), pid);
+            if let Some(ledger) = &self.settings.ledger {
+                ledger.started(&arn, &launch.run_id, &crate::procs::ProcessId::of(pid));
+            }
         }
-        let log_path = self.log_path(&launch.run_id);
-        let mut log = tokio::fs::File::create(&log_path).await.map_err(|e| {
-            Error::configuration(format!("cannot write {}: {e}", log_path.display()))
-        })?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         for stream in [
             child
@@ -373,6 +401,7 @@ impl TaskRunner for ProcessTaskRunner {
         let run_id = launch.run_id.clone();
         let table = self.table.clone();
         let pids = self.pids.clone();
+        let ledger = self.settings.ledger.clone();
         let writer = tokio::spawn(async move {
             while let Some(line) = rx.recv().await {
                 let _ = log.write_all(line.as_bytes()).await;
@@ -385,7 +414,20 @@ impl TaskRunner for ProcessTaskRunner {
         });
         tokio::spawn(async move {
             let status = child.wait().await;
+            // Whatever the leader left behind in its group goes with it, as
+            // a container's processes go with the container.
+            if let Some(pid) = child.id().or_else(|| {
+                pids.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&arn)
+                    .copied()
+            }) {
+                signal(pid, libc::SIGKILL);
+            }
             pids.lock().unwrap_or_else(|p| p.into_inner()).remove(&arn);
+            if let Some(ledger) = &ledger {
+                ledger.ended(&arn);
+            }
             // Let the output drain; a leftover process holding the pipes
             // must not hold up the report.
             let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;

@@ -50,6 +50,7 @@ fn runner(
             )]),
             stop_grace: grace,
             echo: None,
+            ledger: None,
         },
     );
     r.set_event_sink(Arc::new(move |e: Value| {
@@ -153,13 +154,34 @@ async fn stop_is_sigterm_then_sigkill_after_the_grace_period() {
 }
 
 #[tokio::test]
-async fn a_command_that_cannot_start_is_a_start_failure() {
+async fn a_command_that_cannot_start_is_misconfigured_and_never_retried() {
     let (r, _events, dir) = runner(Duration::from_secs(1));
     let err = r
         .run_task(&launch(json!(["/no/such/program"]), "c"))
         .await
         .unwrap_err();
-    assert_eq!(err.class, stevedore_domain::FailureClass::StartFailed);
+    assert_eq!(
+        err.class,
+        stevedore_domain::FailureClass::ContainerMisconfigured
+    );
+    assert!(!err.class.job_retryable());
     assert!(err.message.contains("/no/such/program"));
+    assert!(
+        err.message.contains("No such file or directory"),
+        "{}",
+        err.message
+    );
+    // A file that is there but may not be executed.
+    let not_executable = dir.join("data.txt");
+    std::fs::write(&not_executable, "not a program").unwrap();
+    let err = r
+        .run_task(&launch(json!([not_executable.to_str().unwrap()]), "d"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.class,
+        stevedore_domain::FailureClass::ContainerMisconfigured
+    );
+    assert!(err.message.contains("ermission denied"), "{}", err.message);
     std::fs::remove_dir_all(dir).ok();
 }

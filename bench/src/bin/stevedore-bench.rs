@@ -263,6 +263,7 @@ fn plane(
             secrets: BTreeMap::new(),
             stop_grace: Duration::from_secs(5),
             echo: None,
+            ledger: None,
         },
     ));
     let notifier = Arc::new(ConsoleNotifier::new(Arc::new(|_: &str| {}), None));

@@ -34,6 +34,9 @@ pub struct ExecutionDetail {
     /// The execution's input, as a JSON string (absent when too large).
     #[serde(default)]
     pub input: Option<String>,
+    /// Why it ended (StopExecution's `cause`, when one was given).
+    #[serde(default)]
+    pub cause: Option<String>,
 }
 
 impl ExecutionDetail {
@@ -107,10 +110,16 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
             stop_request: Some(StopRequest::Cancelled),
             outcome: Some(Outcome::failed(
                 FailureClass::StoppedByUser,
-                format!(
-                    "the execution ended {} while the run was {}",
-                    detail.status, run.status
-                ),
+                match detail.cause.as_deref().filter(|c| !c.is_empty()) {
+                    Some(cause) => format!(
+                        "the execution ended {} while the run was {}: {cause}",
+                        detail.status, run.status
+                    ),
+                    None => format!(
+                        "the execution ended {} while the run was {}",
+                        detail.status, run.status
+                    ),
+                },
                 None,
             )),
             finished_at: Some(now),

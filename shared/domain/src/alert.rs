@@ -292,11 +292,10 @@ impl Alert {
     /// says "less than 100"; a longer one fails the whole Publish).
     pub fn subject(&self) -> String {
         let mut s = format!("[Stevedore] {}", self.headline());
-        if self.kind == AlertKind::Failure && self.attempt > 0 {
-            s.push_str(&format!(
-                " (attempt {}/{})",
-                self.attempt, self.max_attempts
-            ));
+        // A failure alert is sent once no attempt follows: "attempt 1/3"
+        // would promise two more.
+        if self.kind == AlertKind::Failure && self.attempt > 1 {
+            s.push_str(&format!(" (after {} attempts)", self.attempt));
         }
         let ascii: String = s
             .chars()
@@ -322,10 +321,20 @@ impl Alert {
             out.push(("Run", r.clone()));
         }
         if self.attempt > 0 {
-            out.push((
-                "Attempt",
-                format!("{} of {}", self.attempt, self.max_attempts),
-            ));
+            let attempt = if self.kind != AlertKind::Failure {
+                format!("{} of {}", self.attempt, self.max_attempts)
+            } else if self.attempt >= self.max_attempts {
+                format!(
+                    "{} of {} (no attempts left)",
+                    self.attempt, self.max_attempts
+                )
+            } else {
+                format!(
+                    "{} of at most {} (not retried)",
+                    self.attempt, self.max_attempts
+                )
+            };
+            out.push(("Attempt", attempt));
         }
         if let Some(c) = self.exit_code {
             out.push(("Exit code", c.to_string()));
@@ -555,6 +564,10 @@ fn explain(class: FailureClass, ctx: &Context) -> (String, Option<String>) {
         FailureClass::StartFailed => (
             "The task could not start its container (image pull, network interface or secrets).".into(),
             "Check the image name and tag, that the execution role may pull it and read the task's secrets, and that the subnets reach ECR and Secrets Manager (NAT gateway or VPC endpoints).".into(),
+        ),
+        FailureClass::ContainerMisconfigured => (
+            "The container could not start as configured: its command or entry point does not exist or may not be executed, or a secret it needs is missing. Trying again would not help, so Stevedore did not.".into(),
+            "The container runtime's message below says what is missing: fix `command` in the job spec (or the image's entry point), or create the secret, then start the run again.".into(),
         ),
         FailureClass::SpotInterrupted => (
             "Fargate Spot took the capacity back while the job ran.".into(),

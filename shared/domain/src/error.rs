@@ -19,6 +19,10 @@ pub enum FailureClass {
     /// The task never got its essential container running: image pull,
     /// network interface, secrets, log configuration.
     StartFailed,
+    /// The container cannot start as configured: its command or entry point
+    /// does not exist or may not be executed, or a secret it needs is
+    /// missing. Trying again cannot help, so it is never retried.
+    ContainerMisconfigured,
     /// The container was killed for exceeding its memory (exit 137 / OutOfMemoryError).
     OutOfMemory,
     /// Fargate Spot reclaimed the capacity.
@@ -43,11 +47,12 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
-    pub const ALL: [FailureClass; 14] = [
+    pub const ALL: [FailureClass; 15] = [
         FailureClass::InvalidJobSpec,
         FailureClass::JobAlreadyRunning,
         FailureClass::CapacityUnavailable,
         FailureClass::StartFailed,
+        FailureClass::ContainerMisconfigured,
         FailureClass::OutOfMemory,
         FailureClass::SpotInterrupted,
         FailureClass::ExitedNonZero,
@@ -67,6 +72,7 @@ impl FailureClass {
             FailureClass::JobAlreadyRunning => "JobAlreadyRunning",
             FailureClass::CapacityUnavailable => "CapacityUnavailable",
             FailureClass::StartFailed => "StartFailed",
+            FailureClass::ContainerMisconfigured => "ContainerMisconfigured",
             FailureClass::OutOfMemory => "OutOfMemory",
             FailureClass::SpotInterrupted => "SpotInterrupted",
             FailureClass::ExitedNonZero => "ExitedNonZero",
@@ -111,6 +117,9 @@ impl FailureClass {
             }
             FailureClass::CapacityUnavailable => "Fargate had no capacity for the task.",
             FailureClass::StartFailed => "The task could not start its container.",
+            FailureClass::ContainerMisconfigured => {
+                "The container cannot start as configured (command, entry point or secret)."
+            }
             FailureClass::OutOfMemory => "The container was killed at its memory limit.",
             FailureClass::SpotInterrupted => {
                 "Fargate Spot reclaimed the capacity while the job ran."

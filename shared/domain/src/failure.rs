@@ -84,6 +84,35 @@ const START_ERRORS: &[&str] = &[
     "ResourceNotFoundException",
 ];
 
+/// What a container runtime says when the container cannot start as
+/// configured, however often it is tried: the command or entry point is
+/// missing or not executable, or a secret or parameter it needs does not
+/// exist (or may not be read).
+const MISCONFIGURED: &[&str] = &[
+    "executable file not found",
+    "no such file or directory",
+    "permission denied",
+    "exec format error",
+    "exec: \"",
+    "ResourceNotFoundException",
+    "ParameterNotFound",
+    "AccessDeniedException",
+];
+
+/// `StartFailed`, or `ContainerMisconfigured` when `reasons` say retrying
+/// cannot help.
+pub fn start_failure_class(reasons: &str) -> FailureClass {
+    let lower = reasons.to_ascii_lowercase();
+    if MISCONFIGURED
+        .iter()
+        .any(|m| lower.contains(&m.to_ascii_lowercase()))
+    {
+        FailureClass::ContainerMisconfigured
+    } else {
+        FailureClass::StartFailed
+    }
+}
+
 /// Classifies a stopped task. `main_container` is the job's container
 /// (`container` in the spec); without it, a task with one container uses
 /// that one, and a task with several fails if any container failed.
@@ -157,7 +186,7 @@ pub fn classify_task(
     match stop_code {
         "TaskFailedToStart" => {
             return Outcome::failed(
-                FailureClass::StartFailed,
+                start_failure_class(&all_reasons),
                 format!(
                     "the task failed to start: {}",
                     non_empty(&all_reasons, "no reason given")
@@ -228,7 +257,7 @@ pub fn classify_task(
             Some(code),
         ),
         None if START_ERRORS.iter().any(|e| in_reasons(e)) => Outcome::failed(
-            FailureClass::StartFailed,
+            start_failure_class(&all_reasons),
             format!("the container could not start: {all_reasons}"),
             None,
         ),
@@ -370,7 +399,9 @@ mod tests {
             Case { name: "OutOfMemoryError reason", task: task(essential, Some("OutOfMemoryError: Container killed due to memory usage"), vec![container("app", Some(137), Some("OutOfMemoryError: Container killed due to memory usage"))]), main: Some("app"), requested: None, want: Some(OutOfMemory), want_exit: Some(137), message_has: "memory" },
             Case { name: "image pull", task: task(Some("TaskFailedToStart"), Some("CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to resolve ref 111122223333.dkr.ecr.eu-west-1.amazonaws.com/etl:nope: not found"), vec![container("app", None, None)]), main: Some("app"), requested: None, want: Some(StartFailed), want_exit: None, message_has: "CannotPullContainerError" },
             Case { name: "secrets", task: task(Some("TaskFailedToStart"), Some("ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed"), vec![container("app", None, None)]), main: Some("app"), requested: None, want: Some(StartFailed), want_exit: None, message_has: "ResourceInitializationError" },
-            Case { name: "start error without stop code", task: task(None, None, vec![container("app", None, Some("CannotStartContainerError: exec: \"pyhton\": not found"))]), main: Some("app"), requested: None, want: Some(StartFailed), want_exit: None, message_has: "CannotStartContainerError" },
+            Case { name: "start error without stop code", task: task(None, None, vec![container("app", None, Some("CannotStartContainerError: exec: \"pyhton\": not found"))]), main: Some("app"), requested: None, want: Some(ContainerMisconfigured), want_exit: None, message_has: "CannotStartContainerError" },
+            Case { name: "missing executable", task: task(Some("TaskFailedToStart"), Some("CannotStartContainerError: ResourceInitializationError: failed to create new container runtime task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: \"etl\": executable file not found in $PATH: unknown"), vec![container("app", None, None)]), main: Some("app"), requested: None, want: Some(ContainerMisconfigured), want_exit: None, message_has: "executable file not found" },
+            Case { name: "missing secret", task: task(Some("TaskFailedToStart"), Some("ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: unable to retrieve secret from asm: service call has been retried 1 time(s): failed to fetch secret arn:aws:secretsmanager:eu-west-1:111122223333:secret:etl-db from secrets manager: ResourceNotFoundException: Secrets Manager can't find the specified secret."), vec![container("app", None, None)]), main: Some("app"), requested: None, want: Some(ContainerMisconfigured), want_exit: None, message_has: "ResourceNotFoundException" },
             Case { name: "spot interruption", task: task(Some("SpotInterruption"), Some("Your Spot Task was interrupted."), vec![container("app", Some(143), None)]), main: Some("app"), requested: None, want: Some(SpotInterrupted), want_exit: Some(143), message_has: "Spot" },
             Case { name: "termination notice on spot", task: TaskDescription { capacity_provider_name: Some("FARGATE_SPOT".into()), ..task(Some("TerminationNotice"), Some("Task stopped due to a termination notice"), vec![container("app", None, None)]) }, main: Some("app"), requested: None, want: Some(SpotInterrupted), want_exit: None, message_has: "termination notice" },
             Case { name: "termination notice on-demand", task: task(Some("TerminationNotice"), Some("Task retired"), vec![container("app", None, None)]), main: Some("app"), requested: None, want: Some(KilledByInfrastructure), want_exit: None, message_has: "TerminationNotice" },
