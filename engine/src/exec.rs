@@ -69,6 +69,10 @@ pub trait Resources: Send + Sync {
     async fn call(&self, call: TaskCall) -> Result<Value, Failure>;
 }
 
+/// The longest a Standard workflow execution runs (one year, a Step
+/// Functions quota): it then times out.
+pub const MAX_EXECUTION_SECONDS: u64 = 365 * 86_400;
+
 /// The most events an execution's history may hold (a Step Functions quota).
 pub const MAX_HISTORY_EVENTS: usize = 25_000;
 
@@ -275,7 +279,11 @@ impl Engine {
     /// Now, on the engine's clock.
     pub fn now(&self) -> OffsetDateTime {
         let elapsed = Instant::now().saturating_duration_since(self.epoch.1);
-        self.epoch.0 + elapsed
+        // Past the year 9999 (a clock run for millennia): the last instant.
+        self.epoch
+            .0
+            .checked_add(time::Duration::try_from(elapsed).unwrap_or(time::Duration::MAX))
+            .unwrap_or(time::macros::datetime!(9999-12-31 23:59:59.999999999 UTC))
     }
 
     pub fn execution_arn(&self, state_machine: &str, name: &str) -> String {
@@ -310,17 +318,18 @@ impl Engine {
             }),
         };
         run.event("ExecutionStarted", None, json!({"input": input}));
-        let result = match def.timeout_seconds {
-            Some(secs) => {
-                match tokio::time::timeout(Duration::from_secs(secs), run.machine(def, input, None))
-                    .await
-                {
-                    Ok(r) => r.map_err(Some),
-                    Err(_) => Err(None),
-                }
-            }
-            None => run.machine(def, input, None).await.map_err(Some),
-        };
+        // A Standard workflow runs at most a year, whatever its TimeoutSeconds.
+        let secs = def
+            .timeout_seconds
+            .unwrap_or(MAX_EXECUTION_SECONDS)
+            .min(MAX_EXECUTION_SECONDS);
+        let result =
+            match tokio::time::timeout(Duration::from_secs(secs), run.machine(def, input, None))
+                .await
+            {
+                Ok(r) => r.map_err(Some),
+                Err(_) => Err(None),
+            };
         let (status, output, error, cause) = match result {
             Ok(out) => {
                 run.event("ExecutionSucceeded", None, json!({"output": out}));
@@ -380,6 +389,56 @@ fn step(t: &Transition, out: Value) -> Step {
         Transition::Next(n) => Step::Next(n.clone(), out),
         Transition::End => Step::Done(out),
     }
+}
+
+/// The largest state output Step Functions passes on (256 KiB).
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+/// How deep a state's output may nest: as deep as a JSON document
+/// Stevedore reads back (its history, a task's answer) may be.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
+/// A state's output within Step Functions' payload quota, and nested no
+/// deeper than Stevedore can read back (a loop of `ResultPath`s would
+/// otherwise nest a value until it exhausts the stack).
+fn check_payload(state: &str, v: &Value) -> Result<(), Failure> {
+    // Depth first, without recursion: serialising a too-deep value would
+    // itself recurse.
+    let mut stack = vec![(v, 1usize)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth > MAX_PAYLOAD_DEPTH {
+            return Err(Failure::new(
+                "States.DataLimitExceeded",
+                format!(
+                    "the output of state `{state}` nests more than {MAX_PAYLOAD_DEPTH} levels deep"
+                ),
+            ));
+        }
+        match node {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|i| (i, depth + 1))),
+            _ => {}
+        }
+    }
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            if self.0 > MAX_PAYLOAD_BYTES {
+                return Err(std::io::Error::other("too large"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    if serde_json::to_writer(&mut Counter(0), v).is_err() {
+        return Err(Failure::new(
+            "States.DataLimitExceeded",
+            format!("the output of state `{state}` is larger than the {MAX_PAYLOAD_BYTES}-byte payload quota"),
+        ));
+    }
+    Ok(())
 }
 
 fn error_matches(names: &[String], error: &str) -> bool {
@@ -455,10 +514,14 @@ impl<'e> Run<'e> {
                     .ok_or_else(|| Failure::runtime(format!("no state `{name}`")))?;
                 match self.state(&name, state, input, &extra).await? {
                     Step::Next(next, out) => {
+                        check_payload(&name, &out)?;
                         name = next;
                         input = out;
                     }
-                    Step::Done(out) => return Ok(out),
+                    Step::Done(out) => {
+                        check_payload(&name, &out)?;
+                        return Ok(out);
+                    }
                 }
             }
         })

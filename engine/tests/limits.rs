@@ -254,3 +254,37 @@ async fn a_loop_that_never_ends_stops_at_the_history_quota() {
     failed_with(&o, "States.Runtime", "25000 events");
     assert!(o.history.len() <= 25_002, "{}", o.history.len());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_loop_that_nests_its_input_ends_at_the_payload_limits() {
+    // Found by the fuzzer: each round puts the whole input inside itself,
+    // which nested the value until it exhausted the stack.
+    let def = json!({"StartAt": "A", "States": {
+        "A": {"Type": "Pass", "Next": "A", "ResultPath": "$.a[0]"}}});
+    let o = run(def.clone(), json!({"a": [1, 2, 3], "t": "x".repeat(5000)})).await;
+    failed_with(&o, "States.DataLimitExceeded", "262144-byte payload quota");
+    // Small values nest deeper before they grow large.
+    let def = json!({"StartAt": "A", "States": {
+        "A": {"Type": "Pass", "Next": "A", "Parameters": {"in.$": "$"}}}});
+    let o = run(def, json!({})).await;
+    failed_with(&o, "States.DataLimitExceeded", "more than 128 levels deep");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_execution_times_out_after_a_year_whatever_it_waits_for() {
+    // Found by the fuzzer: a year-long Wait in a loop ran the clock past
+    // the year 9999.
+    let def = json!({"StartAt": "W", "States": {
+        "W": {"Type": "Wait", "Seconds": 31622400, "Next": "W"}}});
+    let started = tokio::time::Instant::now();
+    let o = run(def, json!({})).await;
+    assert_eq!(o.status, Status::TimedOut, "{o:?}");
+    assert_eq!(started.elapsed().as_secs(), 365 * 86_400);
+    // A longer TimeoutSeconds does not extend it.
+    let def = json!({"StartAt": "W", "TimeoutSeconds": 99999999, "States": {
+        "W": {"Type": "Wait", "Seconds": 99999999, "End": true}}});
+    let started = tokio::time::Instant::now();
+    let o = run(def, json!({})).await;
+    assert_eq!(o.status, Status::TimedOut);
+    assert_eq!(started.elapsed().as_secs(), 365 * 86_400);
+}
