@@ -367,7 +367,17 @@ fn summary(status: &str, cause: Option<&str>, runs: &[RunRecord], home: &Path) {
         .filter_map(|r| r.cost.as_ref().map(|c| c.usd))
         .collect();
     if costs.is_empty() {
-        say!("cost       - (no task ran)");
+        // A run stopped from outside (Ctrl-C) is recorded before its task
+        // ends, so it has no estimate even though a task ran.
+        let ran = runs.iter().any(|r| r.task_arn.is_some());
+        say!(
+            "cost       - ({})",
+            if ran {
+                "no estimate for this run"
+            } else {
+                "no task ran"
+            }
+        );
     } else {
         // Starting from +0.0: an empty f64 sum is -0.0.
         let cost = costs.iter().fold(0.0_f64, |a, b| a + b);

@@ -1,6 +1,7 @@
 //! `stevedore-fuzz [--seconds N] [--seed S] [--target NAME] [--jobs J]`
 //!
-//! Runs every target for its share of N seconds (J at a time), each in a
+//! Runs every target for its share of N seconds (J at a time, so the whole
+//! run takes about N seconds), each in a
 //! child process so that even an abort (a stack overflow) is caught: the
 //! child reports the index of each input before it runs it, and the parent
 //! makes the input that killed it again from (seed, index). Every input that
@@ -73,7 +74,9 @@ fn main() -> ExitCode {
         usage();
     }
     let jobs = o.jobs.clamp(1, chosen.len());
-    let share = Duration::from_secs_f64((o.seconds * jobs as f64 / chosen.len() as f64).max(1.0));
+    // The targets run `jobs` at a time, in rounds: the rounds share the time.
+    let rounds = chosen.len().div_ceil(jobs);
+    let share = Duration::from_secs_f64((o.seconds / rounds as f64).max(1.0));
     let names: Vec<&'static str> = chosen.iter().map(|t| t.name).collect();
     let queue = std::sync::Mutex::new(names.into_iter());
     let reports: Vec<Report> = std::thread::scope(|s| {
