@@ -288,3 +288,25 @@ async fn an_execution_times_out_after_a_year_whatever_it_waits_for() {
     assert_eq!(o.status, Status::TimedOut);
     assert_eq!(started.elapsed().as_secs(), 365 * 86_400);
 }
+
+#[tokio::test(start_paused = true)]
+async fn task_timeouts_from_the_input_beyond_aws_limits_are_runtime_errors() {
+    for field in ["TimeoutSecondsPath", "HeartbeatSecondsPath"] {
+        let def = json!({"StartAt": "T", "States": {"T": {
+            "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "End": true,
+            field: "$.s"}}});
+        for s in [
+            json!(u64::MAX),
+            json!(100_000_000u64),
+            json!(0),
+            json!("soon"),
+        ] {
+            let o = run(def.clone(), json!({"s": s})).await;
+            failed_with(
+                &o,
+                "States.Runtime",
+                "not a positive integer of seconds up to 99999999",
+            );
+        }
+    }
+}
