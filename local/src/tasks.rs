@@ -424,13 +424,14 @@ impl TaskRunner for ProcessTaskRunner {
             }) {
                 signal(pid, libc::SIGKILL);
             }
+            // Let the output drain (its last lines are echoed before the
+            // task counts as gone); a leftover process holding the pipes
+            // must not hold up the report.
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
             pids.lock().unwrap_or_else(|p| p.into_inner()).remove(&arn);
             if let Some(ledger) = &ledger {
                 ledger.ended(&arn);
             }
-            // Let the output drain; a leftover process holding the pipes
-            // must not hold up the report.
-            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
             let (code, reason) = match status {
                 Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
                     (Some(c), _) => (Some(c), "Essential container in task exited".to_string()),
