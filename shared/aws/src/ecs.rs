@@ -83,6 +83,38 @@ impl EcsTaskRunner {
     pub fn settings(&self) -> &EcsSettings {
         &self.settings
     }
+
+    /// Every page of ListTasks for one desired status (and `startedBy`, when
+    /// given), appended to `arns` without repeats.
+    async fn list_task_arns(
+        &self,
+        started_by: Option<&str>,
+        status: DesiredStatus,
+        arns: &mut Vec<String>,
+    ) -> Result<()> {
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_tasks()
+                .cluster(&self.settings.cluster)
+                .set_started_by(started_by.map(str::to_string))
+                .desired_status(status.clone())
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(|e| classify("ListTasks", &e))?;
+            for arn in out.task_arns() {
+                if !arns.contains(arn) {
+                    arns.push(arn.clone());
+                }
+            }
+            match out.next_token() {
+                Some(token) if !token.is_empty() => next = Some(token.to_string()),
+                _ => return Ok(()),
+            }
+        }
+    }
 }
 
 fn time_of(t: Option<&aws_smithy_types::DateTime>) -> Option<OffsetDateTime> {
@@ -331,28 +363,8 @@ impl TaskRunner for EcsTaskRunner {
         // recently stopped.
         let mut arns = Vec::new();
         for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
-            let mut next: Option<String> = None;
-            loop {
-                let out = self
-                    .client
-                    .list_tasks()
-                    .cluster(&self.settings.cluster)
-                    .started_by(started_by)
-                    .desired_status(status.clone())
-                    .set_next_token(next.take())
-                    .send()
-                    .await
-                    .map_err(|e| classify("ListTasks", &e))?;
-                for arn in out.task_arns() {
-                    if !arns.contains(arn) {
-                        arns.push(arn.clone());
-                    }
-                }
-                match out.next_token() {
-                    Some(token) if !token.is_empty() => next = Some(token.to_string()),
-                    _ => break,
-                }
-            }
+            self.list_task_arns(Some(started_by), status, &mut arns)
+                .await?;
         }
         if arns.is_empty() {
             return Ok(Vec::new());
@@ -370,23 +382,8 @@ impl TaskRunner for EcsTaskRunner {
         // ListTasks cannot filter on a startedBy prefix: list the cluster's
         // running tasks, describe them with their tags, keep ours.
         let mut arns = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_tasks()
-                .cluster(&self.settings.cluster)
-                .desired_status(DesiredStatus::Running)
-                .set_next_token(next.take())
-                .send()
-                .await
-                .map_err(|e| classify("ListTasks", &e))?;
-            arns.extend(out.task_arns().iter().cloned());
-            match out.next_token() {
-                Some(token) if !token.is_empty() => next = Some(token.to_string()),
-                _ => break,
-            }
-        }
+        self.list_task_arns(None, DesiredStatus::Running, &mut arns)
+            .await?;
         let mut running = Vec::new();
         for batch in arns.chunks(DESCRIBE_BATCH) {
             let resp = self
