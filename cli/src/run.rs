@@ -7,17 +7,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
-use serde_json::json;
 use stevedore_domain::duration::format_duration;
 use stevedore_domain::ports::{Clock, RunStore};
 use stevedore_domain::run::RunRecord;
-use stevedore_domain::task::format_time;
 use stevedore_domain::JobSpec;
 use stevedore_engine::{HistoryEvent, Status};
 use stevedore_local::{
@@ -109,14 +106,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     // The history is written as the execution goes, so that it survives
     // whatever ends this process.
     let execution: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
-    let last_event = Arc::new(AtomicU64::new(0));
     let observer = {
         let store = store.clone();
         let execution = execution.clone();
-        let last_event = last_event.clone();
         Arc::new(move |e: &HistoryEvent| {
             progress(e);
-            last_event.fetch_max(e.id, Ordering::SeqCst);
             if let (Some(arn), Ok(event)) = (execution.get(), serde_json::to_value(e)) {
                 if let Err(err) = store.append_event(arn, &event) {
                     tell!(
@@ -191,14 +185,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
                 stop.signal,
                 args.stop_grace
             );
-            let id = last_event.load(Ordering::SeqCst) + 1;
-            let aborted = json!({
-                "id": id,
-                "timestamp": format_time(clock.now()),
-                "type": "ExecutionAborted",
-                "details": {"error": "StoppedByUser", "cause": cause},
-            });
-            if let Err(e) = store.append_event(&arn, &aborted) {
+            if let Err(e) = store.close_history(&arn, "StoppedByUser", &cause, clock.now()) {
                 tell!("stevedore: {}", e.message);
             }
             plane.abort(&arn, &spec_value, &cause).await;

@@ -135,70 +135,46 @@ impl SqliteRunStore {
         Ok(n > 0)
     }
 
+    /// Rows of four text columns.
+    fn rows4(&self, sql: &str) -> Result<Vec<[String; 4]>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql).map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]))
+            .map_err(db_err)?;
+        rows.map(|r| r.map_err(db_err)).collect()
+    }
+
     /// Live executions whose `stevedore` process is gone.
     pub fn orphaned_executions(&self) -> Result<Vec<LiveExecution>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT execution_id, job, input, owner FROM live_executions ORDER BY started_at",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
+        let rows = self.rows4(
+            "SELECT execution_id, job, input, owner FROM live_executions ORDER BY started_at",
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|[execution_id, job, input, owner]| LiveExecution {
+                execution_id,
+                job,
+                input: serde_json::from_str(&input).unwrap_or(Value::Null),
+                owner: from_text(&owner),
             })
-            .map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (execution_id, job, input, owner) = row.map_err(db_err)?;
-            let owner = from_text(&owner);
-            if !owner.is_alive() {
-                out.push(LiveExecution {
-                    execution_id,
-                    job,
-                    input: serde_json::from_str(&input).unwrap_or(Value::Null),
-                    owner,
-                });
-            }
-        }
-        Ok(out)
+            .filter(|e| !e.owner.is_alive())
+            .collect())
     }
 
     /// Job processes whose `stevedore` process is gone.
     pub fn orphaned_processes(&self) -> Result<Vec<LiveProcess>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT task_arn, run_id, process, owner FROM live_processes")
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
+        let rows = self.rows4("SELECT task_arn, run_id, process, owner FROM live_processes")?;
+        Ok(rows
+            .into_iter()
+            .map(|[task_arn, run_id, process, owner]| LiveProcess {
+                task_arn,
+                run_id,
+                process: from_text(&process),
+                owner: from_text(&owner),
             })
-            .map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (task_arn, run_id, process, owner) = row.map_err(db_err)?;
-            let owner = from_text(&owner);
-            if !owner.is_alive() {
-                out.push(LiveProcess {
-                    task_arn,
-                    run_id,
-                    process: from_text(&process),
-                    owner,
-                });
-            }
-        }
-        Ok(out)
+            .filter(|p| !p.owner.is_alive())
+            .collect())
     }
 
     /// Appends one history event (its `id` orders it).
@@ -211,6 +187,27 @@ impl SqliteRunStore {
             )
             .map_err(db_err)?;
         Ok(())
+    }
+
+    /// Ends an execution's history the way an aborted one ends: an
+    /// `ExecutionAborted` event after the last one recorded.
+    pub fn close_history(
+        &self,
+        execution_id: &str,
+        error: &str,
+        cause: &str,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let id = self.last_event_id(execution_id)? + 1;
+        self.append_event(
+            execution_id,
+            &serde_json::json!({
+                "id": id,
+                "timestamp": format_time(now),
+                "type": "ExecutionAborted",
+                "details": {"error": error, "cause": cause},
+            }),
+        )
     }
 
     /// The id of the last event recorded for an execution (0 when none).

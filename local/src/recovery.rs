@@ -5,11 +5,9 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use stevedore_domain::failure::Outcome;
 use stevedore_domain::ports::{Clock, RunStore};
 use stevedore_domain::run::{ChangeOutcome, RunChange};
-use stevedore_domain::task::format_time;
 use stevedore_domain::{FailureClass, Result, RunStatus};
 
 use crate::procs::signal_group;
@@ -79,16 +77,7 @@ pub async fn recover(store: &SqliteRunStore, clock: &dyn Clock) -> Result<Recove
             }
         }
         store.release_slot(&e.job, &e.execution_id).await?;
-        let id = store.last_event_id(&e.execution_id)? + 1;
-        store.append_event(
-            &e.execution_id,
-            &json!({
-                "id": id,
-                "timestamp": format_time(now),
-                "type": "ExecutionAborted",
-                "details": {"error": "KilledByInfrastructure", "cause": cause},
-            }),
-        )?;
+        store.close_history(&e.execution_id, "KilledByInfrastructure", &cause, now)?;
         store.end_execution(&e.execution_id)?;
         out.executions.push(e.execution_id);
     }
