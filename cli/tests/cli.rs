@@ -1,36 +1,12 @@
 //! The `stevedore` binary as a user runs it: local runs of the example jobs
 //! (real processes), run history, validation, and `exec` with a mock file.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
-}
-
-fn home(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stevedore-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn stevedore(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stevedore"))
-        .args(args)
-        .env("STEVEDORE_HOME", home)
-        .env("NO_COLOR", "1")
-        .env_remove("STEVEDORE_SLACK_WEBHOOK")
-        .current_dir(repo(""))
-        .output()
-        .expect("run stevedore")
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
+mod common;
+use common::*;
 
 #[test]
 fn hello_runs_to_success_with_progress_and_shows_in_runs_list() {

@@ -3,40 +3,14 @@
 //! of `validate`, and an engine input that used to panic.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn home(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stevedore-find-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn command(home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stevedore"));
-    c.args(args)
-        .env("STEVEDORE_HOME", home)
-        .env("NO_COLOR", "1")
-        .env_remove("STEVEDORE_SLACK_WEBHOOK")
-        .current_dir(repo());
-    c
-}
-
-fn stevedore(home: &Path, args: &[&str]) -> Output {
-    command(home, args).output().expect("run stevedore")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::*;
 
 /// Runs the command with its standard output read for one line and then
 /// closed, as `| head -1` does.

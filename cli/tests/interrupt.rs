@@ -5,35 +5,13 @@
 //! marks its run. Two `stevedore run`s of one job share its slots.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn home(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stevedore-int-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn command(home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stevedore"));
-    c.args(args)
-        .env("STEVEDORE_HOME", home)
-        .env("NO_COLOR", "1")
-        .env_remove("STEVEDORE_SLACK_WEBHOOK")
-        .current_dir(repo());
-    c
-}
-
-fn stevedore(home: &Path, args: &[&str]) -> Output {
-    command(home, args).output().expect("run stevedore")
-}
+mod common;
+use common::*;
 
 fn spawn(home: &Path, args: &[&str]) -> Child {
     command(home, args)
