@@ -286,26 +286,20 @@ fn child(args: &[String]) -> ExitCode {
                 let _ = out.write_all(&i.to_le_bytes());
                 let _ = out.flush();
                 let input = (t.generate)(&mut Gen::new(input_seed(seed, i)));
-                match run_one(&t, &input) {
-                    Outcome::Ok => {}
+                let found = match run_one(&t, &input) {
+                    Outcome::Ok => None,
                     Outcome::Panic(why) => {
                         panics += 1;
-                        let f = save_found(&save, t.name, seed, i, "panic", &why, &input);
-                        eprintln!(
-                            "{}: input {i} panicked: {why}; saved {}",
-                            t.name,
-                            f.display()
-                        );
+                        Some(("panic", "panicked", why))
                     }
                     Outcome::Violation(why) => {
                         violations += 1;
-                        let f = save_found(&save, t.name, seed, i, "violation", &why, &input);
-                        eprintln!(
-                            "{}: input {i} broke an invariant: {why}; saved {}",
-                            t.name,
-                            f.display()
-                        );
+                        Some(("violation", "broke an invariant", why))
                     }
+                };
+                if let Some((kind, what, why)) = found {
+                    let f = save_found(&save, t.name, seed, i, kind, &why, &input);
+                    eprintln!("{}: input {i} {what}: {why}; saved {}", t.name, f.display());
                 }
                 inputs += 1;
                 i += 1;
