@@ -160,7 +160,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     // Whatever happened, the execution's future is over: dropping it is
     // what StopExecution does to the state machine.
     drop(running);
-    let (status_line, code) = match ended {
+    let (status_line, code, cause) = match ended {
         Ok(outcome) => {
             let status = match outcome.status {
                 Status::Succeeded => color("32", "SUCCEEDED"),
@@ -174,8 +174,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             };
-            let cause = outcome.cause.clone();
-            (status, (code, cause))
+            (status, code, outcome.cause)
         }
         Err(stop) => {
             let cause = format!("{} to stevedore run", stop.signal);
@@ -192,7 +191,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             wait_for_jobs(&runner, args.stop_grace, &mut sigint, &mut sigterm).await;
             (
                 color("33", &format!("CANCELLED ({})", stop.signal)),
-                (ExitCode::from(stop.exit), Some(cause)),
+                ExitCode::from(stop.exit),
+                Some(cause),
             )
         }
     };
@@ -203,8 +203,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         .runs_of_execution(&arn)
         .await
         .map_err(|e| anyhow!("{}", e.message))?;
-    summary(&status_line, code.1.as_deref(), &runs, &home);
-    Ok(code.0)
+    summary(&status_line, cause.as_deref(), &runs, &home);
+    Ok(code)
 }
 
 /// The execution's name and ARN: the one asked for, which must be new, or
