@@ -187,7 +187,12 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
             if let Err(e) = store.close_history(&arn, "StoppedByUser", &cause, clock.now()) {
                 tell!("stevedore: {}", e.message);
             }
-            plane.abort(&arn, &spec_value, &cause).await;
+            {
+                // The reaper's CANCELLED is written before the stop's event
+                // is delivered, as EventBridge's delay would have it.
+                let _held = runner.hold_events().await;
+                plane.abort(&arn, &spec_value, &cause).await;
+            }
             wait_for_jobs(&runner, args.stop_grace, &mut sigint, &mut sigterm).await;
             (
                 color("33", &format!("CANCELLED ({})", stop.signal)),

@@ -282,6 +282,8 @@ pub struct ProcessTaskRunner {
     table: Arc<Table>,
     settings: ProcessSettings,
     pids: Arc<Mutex<HashMap<String, u32>>>,
+    /// Stop events wait while this is held for writing (`hold_events`).
+    events: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl ProcessTaskRunner {
@@ -290,6 +292,7 @@ impl ProcessTaskRunner {
             table: Arc::new(Table::new(clock)),
             settings,
             pids: Arc::new(Mutex::new(HashMap::new())),
+            events: Arc::new(tokio::sync::RwLock::new(())),
         }
     }
 
@@ -300,6 +303,14 @@ impl ProcessTaskRunner {
     /// How many job processes are running.
     pub fn live(&self) -> usize {
         self.pids.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Holds back stop events until the guard is dropped. EventBridge
+    /// delivers a task's stop seconds after it; in-process it would come at
+    /// once, ahead of a write made right after StopTask (the reaper's
+    /// CANCELLED), which AWS's delay leaves time for.
+    pub async fn hold_events(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.events.clone().write_owned().await
     }
 
     /// SIGKILL to every running job's process group, now.
@@ -402,6 +413,7 @@ impl TaskRunner for ProcessTaskRunner {
         let table = self.table.clone();
         let pids = self.pids.clone();
         let ledger = self.settings.ledger.clone();
+        let events = self.events.clone();
         let writer = tokio::spawn(async move {
             while let Some(line) = rx.recv().await {
                 let _ = log.write_all(line.as_bytes()).await;
@@ -444,6 +456,7 @@ impl TaskRunner for ProcessTaskRunner {
                 },
                 Err(e) => (None, format!("the process could not be awaited: {e}")),
             };
+            let _open = events.read().await;
             table
                 .stopped(&arn, code, "EssentialContainerExited", &reason, true)
                 .await;
