@@ -7,17 +7,20 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::definition::{Operand, Rule};
+use crate::path::Env;
 
 pub fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
 /// Evaluates a rule; `Err` is a runtime error (a path that is not there).
-pub fn matches(rule: &Rule, input: &Value, context: &Value) -> Result<bool, String> {
+pub fn matches(rule: &Rule, input: &Value, env: &Env) -> Result<bool, String> {
     match rule {
+        // JSONata conditions are evaluated by the interpreter, with `$states`.
+        Rule::Condition(_) => Err("a JSONata Condition in a JSONPath rule".into()),
         Rule::And(rules) => {
             for r in rules {
-                if !matches(r, input, context)? {
+                if !matches(r, input, env)? {
                     return Ok(false);
                 }
             }
@@ -25,13 +28,13 @@ pub fn matches(rule: &Rule, input: &Value, context: &Value) -> Result<bool, Stri
         }
         Rule::Or(rules) => {
             for r in rules {
-                if matches(r, input, context)? {
+                if matches(r, input, env)? {
                     return Ok(true);
                 }
             }
             Ok(false)
         }
-        Rule::Not(r) => Ok(!matches(r, input, context)?),
+        Rule::Not(r) => Ok(!matches(r, input, env)?),
         Rule::Compare {
             variable,
             op,
@@ -39,14 +42,14 @@ pub fn matches(rule: &Rule, input: &Value, context: &Value) -> Result<bool, Stri
         } => {
             if op == "IsPresent" {
                 let want = operand_bool(operand);
-                return Ok(variable.exists(input, context)? == want);
+                return Ok(variable.exists(input, env)? == want);
             }
             let value = variable
-                .select(input, context)
+                .select(input, env)
                 .map_err(|e| format!("Invalid path `{}`: {e}", variable.text()))?;
             let other = match operand {
                 Operand::Value(v) => v.clone(),
-                Operand::Path(p) => p.select(input, context)?,
+                Operand::Path(p) => p.select(input, env)?,
             };
             Ok(compare(op, &value, &other))
         }
@@ -159,13 +162,13 @@ mod tests {
         def["States"]["C"]["Choices"][0]["Next"] = json!("N");
         let d = Definition::from_value(&def).unwrap();
         match d.states.get("C").unwrap() {
-            crate::definition::State::Choice { choices, .. } => choices[0].0.clone(),
+            crate::definition::State::Choice { choices, .. } => choices[0].rule.clone(),
             _ => unreachable!(),
         }
     }
 
     fn check(r: Value, input: Value) -> Result<bool, String> {
-        matches(&rule(r), &input, &json!({}))
+        matches(&rule(r), &input, &Env::context_only(&json!({})))
     }
 
     #[test]

@@ -20,8 +20,18 @@ pub const MAX_DELAY_SECONDS: f64 = 31_622_400.0;
 #[error("{}", .0.join("\n"))]
 pub struct DefinitionError(pub Vec<String>);
 
+/// How a state's fields read data: JSONPath (`InputPath`, `Parameters`,
+/// ..., the default) or JSONata (`Arguments`, `Output`, `{% %}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueryLanguage {
+    #[default]
+    JsonPath,
+    Jsonata,
+}
+
 #[derive(Debug, Clone)]
 pub struct Definition {
+    pub query_language: QueryLanguage,
     pub start_at: String,
     pub states: BTreeMap<String, State>,
     pub timeout_seconds: Option<u64>,
@@ -43,6 +53,10 @@ pub struct Catcher {
     pub errors: Vec<String>,
     pub result_path: ResultPath,
     pub next: String,
+    /// Variables to set when this catcher is taken.
+    pub assign: Option<Template>,
+    /// JSONata: the state's output when this catcher is taken.
+    pub output: Option<Template>,
 }
 
 /// `ResultPath`: absent means `$`; `null` discards the result.
@@ -62,11 +76,17 @@ pub enum Transition {
 /// The data-flow fields a state may have.
 #[derive(Debug, Clone, Default)]
 pub struct Flow {
+    /// JSONata state: `parameters` holds `Arguments`, `output` the
+    /// `Output`, and the JSONPath fields are absent.
+    pub jsonata: bool,
     pub input_path: Option<Option<Path>>,
     pub output_path: Option<Option<Path>>,
     pub parameters: Option<Template>,
     pub result_selector: Option<Template>,
     pub result_path: Option<ResultPath>,
+    pub output: Option<Template>,
+    /// Workflow variables the state sets (`Assign`).
+    pub assign: Option<Template>,
 }
 
 /// A payload template (`Parameters`, `ResultSelector`, `ItemSelector`):
@@ -75,6 +95,8 @@ pub struct Flow {
 pub enum Template {
     Object(Vec<(String, TemplateValue)>),
     Literal(Value),
+    /// A JSONata state's field: JSON whose `{% %}` strings are expressions.
+    Jsonata(Value),
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +107,9 @@ pub enum TemplateValue {
     Nested(Template),
 }
 
+// A definition is parsed once and its states are read in place: the size
+// of the largest variant (Map) costs nothing worth an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum State {
     Pass {
@@ -103,7 +128,7 @@ pub enum State {
     },
     Choice {
         flow: Flow,
-        choices: Vec<(Rule, String)>,
+        choices: Vec<ChoiceRule>,
         default: Option<String>,
     },
     Wait {
@@ -128,6 +153,10 @@ pub enum State {
     Map {
         flow: Flow,
         items_path: Option<Path>,
+        /// JSONata: `Items`, an array or an expression giving one.
+        items: Option<Template>,
+        tolerated_count: Option<Tolerance>,
+        tolerated_percentage: Option<Tolerance>,
         item_selector: Option<Template>,
         processor: Box<Definition>,
         max_concurrency: MaxConcurrency,
@@ -141,12 +170,23 @@ pub enum State {
 pub enum Seconds {
     Fixed(u64),
     Path(Path),
+    /// JSONata: an expression giving the number.
+    Expr(String),
 }
 
 #[derive(Debug, Clone)]
 pub enum MaxConcurrency {
     Fixed(u64),
     Path(Path),
+    Expr(String),
+}
+
+/// A Map's `ToleratedFailureCount` or `ToleratedFailurePercentage`.
+#[derive(Debug, Clone)]
+pub enum Tolerance {
+    Fixed(f64),
+    Path(Path),
+    Expr(String),
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +194,7 @@ pub enum Text {
     Fixed(String),
     Path(Path),
     Call(Call),
+    Expr(String),
 }
 
 #[derive(Debug, Clone)]
@@ -162,11 +203,25 @@ pub enum WaitFor {
     SecondsPath(Path),
     Timestamp(String),
     TimestampPath(Path),
+    SecondsExpr(String),
+    TimestampExpr(String),
+}
+
+/// One of a Choice state's rules, where it leads, and (for variables and
+/// JSONata) what it assigns and outputs when it matches.
+#[derive(Debug, Clone)]
+pub struct ChoiceRule {
+    pub rule: Rule,
+    pub next: String,
+    pub assign: Option<Template>,
+    pub output: Option<Template>,
 }
 
 /// A Choice rule.
 #[derive(Debug, Clone)]
 pub enum Rule {
+    /// JSONata: `Condition`, `true`/`false` or an expression.
+    Condition(Template),
     And(Vec<Rule>),
     Or(Vec<Rule>),
     Not(Box<Rule>),
@@ -232,6 +287,67 @@ pub const STATES_ERRORS: &[&str] = &[
 
 struct Checker {
     problems: Vec<String>,
+    /// The query language of the state being checked.
+    lang: QueryLanguage,
+    /// The state machine's (a branch inherits the machine's).
+    machine_lang: QueryLanguage,
+}
+
+/// Fields only JSONPath states have.
+const JSONPATH_ONLY: &[&str] = &[
+    "InputPath",
+    "OutputPath",
+    "Parameters",
+    "ResultSelector",
+    "ResultPath",
+    "Result",
+    "ItemsPath",
+    "MaxConcurrencyPath",
+    "ToleratedFailureCountPath",
+    "ToleratedFailurePercentagePath",
+    "SecondsPath",
+    "TimestampPath",
+    "ErrorPath",
+    "CausePath",
+    "TimeoutSecondsPath",
+    "HeartbeatSecondsPath",
+];
+/// Fields only JSONata states have.
+const JSONATA_ONLY: &[&str] = &["Arguments", "Output", "Items"];
+
+/// The longest a variable's name may be.
+pub const MAX_VARIABLE_NAME: usize = 80;
+
+/// A workflow variable's name: letters, digits and `_`, not starting with
+/// a digit, at most 80 characters, and not the reserved `states`.
+pub fn variable_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > MAX_VARIABLE_NAME {
+        return Err(format!(
+            "a variable name has 1 to {MAX_VARIABLE_NAME} characters"
+        ));
+    }
+    if name == "states" {
+        return Err("`states` is reserved for `$states`; choose another variable name".into());
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "`{name}`: a variable name cannot start with a digit"
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_alphanumeric() || *c == '_')) {
+        return Err(format!(
+            "`{name}`: a variable name has letters, digits and `_` only, not `{c}`"
+        ));
+    }
+    Ok(())
+}
+
+fn query_language(v: &Value) -> Option<QueryLanguage> {
+    match v.as_str()? {
+        "JSONPath" => Some(QueryLanguage::JsonPath),
+        "JSONata" => Some(QueryLanguage::Jsonata),
+        _ => None,
+    }
 }
 
 impl Checker {
@@ -274,6 +390,86 @@ impl Checker {
             None => None,
             Some(Value::Null) => Some(None),
             Some(v) => Some(self.path(state, field, Some(v))),
+        }
+    }
+
+    /// A JSONata field's value: every `{% %}` inside is a valid expression.
+    fn jsonata(&mut self, state: &str, field: &str, v: &Value) -> Template {
+        let mut found = Vec::new();
+        crate::jsonata::expressions(v, field, &mut found);
+        for (at, expr) in found {
+            if let Err(e) = crate::jsonata::check(expr) {
+                self.err(
+                    state,
+                    &at,
+                    format!("`{expr}` is not a valid JSONata expression: {e}"),
+                );
+            }
+        }
+        Template::Jsonata(v.clone())
+    }
+
+    /// A field that is a JSONata expression string (`"{% ... %}"`).
+    fn jsonata_expr(&mut self, state: &str, field: &str, v: &Value) -> Option<String> {
+        let e = v.as_str().and_then(crate::jsonata::expression)?;
+        if let Err(err) = crate::jsonata::check(e) {
+            self.err(
+                state,
+                field,
+                format!("`{e}` is not a valid JSONata expression: {err}"),
+            );
+        }
+        Some(e.to_string())
+    }
+
+    /// `Assign`: an object of variable names (for JSONPath, `name.$` keys
+    /// take a path or an intrinsic function).
+    fn assign(&mut self, state: &str, field: &str, v: Option<&Value>) -> Option<Template> {
+        let v = v?;
+        let Some(map) = v.as_object() else {
+            self.err(
+                state,
+                field,
+                "must be an object of variable names and their values",
+            );
+            return None;
+        };
+        for key in map.keys() {
+            let name = match self.lang {
+                QueryLanguage::JsonPath => key.strip_suffix(".$").unwrap_or(key),
+                QueryLanguage::Jsonata => key,
+            };
+            if let Err(e) = variable_name(name) {
+                self.err(state, &format!("{field}.{key}"), e);
+            }
+        }
+        Some(match self.lang {
+            QueryLanguage::JsonPath => self.template(state, field, v),
+            QueryLanguage::Jsonata => self.jsonata(state, field, v),
+        })
+    }
+
+    /// The fields of the other query language, each named with what to use.
+    fn language_fields(&mut self, state: &str, field: &str, obj: &Map<String, Value>) {
+        let (wrong, hint) = match self.lang {
+            QueryLanguage::Jsonata => (
+                JSONPATH_ONLY,
+                "is a JSONPath field: a JSONata state reads its input with `{% %}` expressions in `Arguments`, `Output` and `Assign` (or set \"QueryLanguage\": \"JSONPath\" on the state)",
+            ),
+            QueryLanguage::JsonPath => (
+                JSONATA_ONLY,
+                "is a JSONata field: set \"QueryLanguage\": \"JSONata\" on the state or the state machine to use it",
+            ),
+        };
+        for k in obj.keys() {
+            if wrong.contains(&k.as_str()) {
+                let at = if field.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{field}.{k}")
+                };
+                self.err(state, &at, hint);
+            }
         }
     }
 
@@ -335,6 +531,19 @@ impl Checker {
 
     fn flow(&mut self, name: &str, obj: &Map<String, Value>, allowed: &[&str]) -> Flow {
         let mut f = Flow::default();
+        if allowed.contains(&"Assign") {
+            f.assign = self.assign(name, "Assign", obj.get("Assign"));
+        }
+        if self.lang == QueryLanguage::Jsonata {
+            f.jsonata = true;
+            if allowed.contains(&"Arguments") {
+                f.parameters = obj
+                    .get("Arguments")
+                    .map(|v| self.jsonata(name, "Arguments", v));
+            }
+            f.output = obj.get("Output").map(|v| self.jsonata(name, "Output", v));
+            return f;
+        }
         if allowed.contains(&"InputPath") {
             f.input_path = self.io_path(name, "InputPath", obj);
         }
@@ -518,9 +727,24 @@ impl Checker {
     }
 
     fn catchers(&mut self, state: &str, v: Option<&Value>) -> Vec<Catcher> {
-        let known = ["ErrorEquals", "ResultPath", "Next", "Comment"];
+        let known = [
+            "ErrorEquals",
+            "ResultPath",
+            "Next",
+            "Comment",
+            "Assign",
+            "Output",
+        ];
         let mut out = Vec::new();
         for (field, obj, errors) in self.error_rules(state, "Catch", "catcher", v, &known) {
+            self.language_fields(state, &field, obj);
+            let assign = self.assign(state, &format!("{field}.Assign"), obj.get("Assign"));
+            let output = match self.lang {
+                QueryLanguage::Jsonata => obj
+                    .get("Output")
+                    .map(|v| self.jsonata(state, &format!("{field}.Output"), v)),
+                QueryLanguage::JsonPath => None,
+            };
             let next = match obj.get("Next").and_then(|v| v.as_str()) {
                 Some(n) => n.to_string(),
                 None => {
@@ -535,6 +759,8 @@ impl Checker {
                 errors,
                 result_path,
                 next,
+                assign,
+                output,
             });
         }
         out
@@ -563,6 +789,19 @@ impl Checker {
                     format!("give `{key}` or `{path_key}`, not both"),
                 );
                 None
+            }
+            (Some(v), None) if self.lang == QueryLanguage::Jsonata && v.is_string() => {
+                match self.jsonata_expr(state, key, v) {
+                    Some(e) => Some(Seconds::Expr(e)),
+                    None => {
+                        self.err(
+                            state,
+                            key,
+                            "must be a positive integer or a `{% %}` expression",
+                        );
+                        None
+                    }
+                }
             }
             (Some(v), None) => match v.as_u64() {
                 Some(n) if n > 0 && n <= MAX_SECONDS => Some(Seconds::Fixed(n)),
@@ -602,8 +841,42 @@ impl Checker {
                 }
             }
         };
+        if self.lang == QueryLanguage::Jsonata {
+            if !top {
+                self.err(
+                    state,
+                    field,
+                    "JSONata rules are a `Condition`; they do not nest",
+                );
+                return None;
+            }
+            self.unknown(
+                state,
+                field,
+                obj,
+                &["Condition", "Next", "Comment", "Assign", "Output"],
+            );
+            return match obj.get("Condition") {
+                Some(Value::Bool(b)) => Some(Rule::Condition(Template::Jsonata(Value::Bool(*b)))),
+                Some(v @ Value::String(_))
+                    if self
+                        .jsonata_expr(state, &format!("{field}.Condition"), v)
+                        .is_some() =>
+                {
+                    Some(Rule::Condition(Template::Jsonata(v.clone())))
+                }
+                _ => {
+                    self.err(
+                        state,
+                        &format!("{field}.Condition"),
+                        "is required: true, false or a `{% %}` expression",
+                    );
+                    None
+                }
+            };
+        }
         let allowed_top = if top {
-            &["Next", "Comment"][..]
+            &["Next", "Comment", "Assign"][..]
         } else {
             &["Comment"][..]
         };
@@ -627,7 +900,7 @@ impl Checker {
         }
         let ops: Vec<(&String, &Value)> = obj
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "Variable" | "Next" | "Comment"))
+            .filter(|(k, _)| !matches!(k.as_str(), "Variable" | "Next" | "Comment" | "Assign"))
             .collect();
         if ops.len() != 1 {
             self.err(
@@ -692,7 +965,12 @@ impl Checker {
                 );
                 None
             }
-            (Some(Value::String(s)), None) => Some(Text::Fixed(s.clone())),
+            (Some(v @ Value::String(s)), None) => match self.lang {
+                QueryLanguage::Jsonata if crate::jsonata::expression(s).is_some() => {
+                    self.jsonata_expr(state, key, v).map(Text::Expr)
+                }
+                _ => Some(Text::Fixed(s.clone())),
+            },
             (Some(other), None) => {
                 self.err(state, key, format!("must be a string, not {other}"));
                 None
@@ -709,7 +987,52 @@ impl Checker {
         }
     }
 
+    /// `ToleratedFailureCount`/`Percentage`, fixed, from a path, or (JSONata)
+    /// from an expression.
+    fn tolerance(
+        &mut self,
+        state: &str,
+        obj: &Map<String, Value>,
+        key: &str,
+        max: f64,
+    ) -> Option<Tolerance> {
+        let path_key = format!("{key}Path");
+        match (obj.get(key), obj.get(&path_key)) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    state,
+                    key,
+                    format!("give `{key}` or `{path_key}`, not both"),
+                );
+                None
+            }
+            (Some(v), None) if self.lang == QueryLanguage::Jsonata && v.is_string() => {
+                let e = self.jsonata_expr(state, key, v);
+                if e.is_none() {
+                    self.err(state, key, "must be a number or a `{% %}` expression");
+                }
+                e.map(Tolerance::Expr)
+            }
+            (Some(v), None) => match v.as_f64() {
+                Some(n) if (0.0..=max).contains(&n) => Some(Tolerance::Fixed(n)),
+                _ => {
+                    self.err(state, key, format!("must be a number from 0 to {max}"));
+                    None
+                }
+            },
+            (None, Some(v)) => self.path(state, &path_key, Some(v)).map(Tolerance::Path),
+            (None, None) => None,
+        }
+    }
+
     fn machine(&mut self, v: &Value, scope: &str) -> Option<Definition> {
+        let saved = (self.lang, self.machine_lang);
+        let def = self.machine_inner(v, scope);
+        (self.lang, self.machine_lang) = saved;
+        def
+    }
+
+    fn machine_inner(&mut self, v: &Value, scope: &str) -> Option<Definition> {
         let Some(obj) = v.as_object() else {
             self.err("", scope, "a state machine must be a JSON object");
             return None;
@@ -744,12 +1067,13 @@ impl Checker {
             }
         }
         if let Some(q) = obj.get("QueryLanguage") {
-            if q != "JSONPath" {
-                self.err(
+            match query_language(q) {
+                Some(l) => self.machine_lang = l,
+                None => self.err(
                     "",
                     "QueryLanguage",
-                    "only JSONPath is supported (JSONata is not)",
-                );
+                    format!("{q} is not JSONPath or JSONata"),
+                ),
             }
         }
         let start_at = match obj.get("StartAt").and_then(|v| v.as_str()) {
@@ -798,6 +1122,7 @@ impl Checker {
             },
         };
         let def = Definition {
+            query_language: self.machine_lang,
             start_at,
             states,
             timeout_seconds,
@@ -839,9 +1164,31 @@ impl Checker {
             self.err(name, "Type", "is required");
             return None;
         };
-        let io = ["InputPath", "OutputPath"];
+        self.lang = match obj.get("QueryLanguage") {
+            None => self.machine_lang,
+            Some(q) => match query_language(q) {
+                Some(l) => l,
+                None => {
+                    self.err(
+                        name,
+                        "QueryLanguage",
+                        format!("{q} is not JSONPath or JSONata"),
+                    );
+                    self.machine_lang
+                }
+            },
+        };
+        if self.machine_lang == QueryLanguage::Jsonata && self.lang == QueryLanguage::JsonPath {
+            self.err(
+                name,
+                "QueryLanguage",
+                "the state machine's QueryLanguage is JSONata, so its states cannot use JSONPath",
+            );
+        }
+        self.language_fields(name, "", obj);
+        let io = ["InputPath", "OutputPath", "Output"];
         let trans = ["Next", "End"];
-        let common = ["Type", "Comment"];
+        let common = ["Type", "Comment", "QueryLanguage"];
         let fields =
             |extra: &[&'static str]| -> Vec<&'static str> { [&common[..], extra].concat() };
         Some(match kind {
@@ -851,14 +1198,25 @@ impl Checker {
                     "",
                     obj,
                     &fields(
-                        &[&io[..], &trans[..], &["Parameters", "Result", "ResultPath"]].concat(),
+                        &[
+                            &io[..],
+                            &trans[..],
+                            &["Parameters", "Result", "ResultPath", "Assign"],
+                        ]
+                        .concat(),
                     ),
                 );
                 State::Pass {
                     flow: self.flow(
                         name,
                         obj,
-                        &["InputPath", "OutputPath", "Parameters", "ResultPath"],
+                        &[
+                            "InputPath",
+                            "OutputPath",
+                            "Parameters",
+                            "ResultPath",
+                            "Assign",
+                        ],
                     ),
                     result: obj.get("Result").cloned(),
                     transition: self.transition(name, obj),
@@ -885,6 +1243,8 @@ impl Checker {
                                 "HeartbeatSeconds",
                                 "HeartbeatSecondsPath",
                                 "Credentials",
+                                "Arguments",
+                                "Assign",
                             ],
                         ]
                         .concat(),
@@ -918,6 +1278,8 @@ impl Checker {
                             "Parameters",
                             "ResultSelector",
                             "ResultPath",
+                            "Arguments",
+                            "Assign",
                         ],
                     ),
                     resource,
@@ -933,7 +1295,7 @@ impl Checker {
                     name,
                     "",
                     obj,
-                    &fields(&[&io[..], &["Choices", "Default"]].concat()),
+                    &fields(&[&io[..], &["Choices", "Default", "Assign"]].concat()),
                 );
                 let mut choices = Vec::new();
                 match obj.get("Choices").and_then(|c| c.as_array()) {
@@ -944,17 +1306,30 @@ impl Checker {
                             if next.is_none() {
                                 self.err(name, &format!("{field}.Next"), "is required");
                             }
+                            let assign =
+                                self.assign(name, &format!("{field}.Assign"), r.get("Assign"));
+                            let output = match (self.lang, r.get("Output")) {
+                                (QueryLanguage::Jsonata, Some(v)) => {
+                                    Some(self.jsonata(name, &format!("{field}.Output"), v))
+                                }
+                                _ => None,
+                            };
                             if let (Some(rule), Some(next)) =
                                 (self.rule(name, &field, r, true), next)
                             {
-                                choices.push((rule, next));
+                                choices.push(ChoiceRule {
+                                    rule,
+                                    next,
+                                    assign,
+                                    output,
+                                });
                             }
                         }
                     }
                     _ => self.err(name, "Choices", "must be a non-empty array"),
                 }
                 State::Choice {
-                    flow: self.flow(name, obj, &["InputPath", "OutputPath"]),
+                    flow: self.flow(name, obj, &["InputPath", "OutputPath", "Assign"]),
                     choices,
                     default: obj
                         .get("Default")
@@ -971,7 +1346,13 @@ impl Checker {
                         &[
                             &io[..],
                             &trans[..],
-                            &["Seconds", "SecondsPath", "Timestamp", "TimestampPath"],
+                            &[
+                                "Seconds",
+                                "SecondsPath",
+                                "Timestamp",
+                                "TimestampPath",
+                                "Assign",
+                            ],
                         ]
                         .concat(),
                     ),
@@ -988,7 +1369,20 @@ impl Checker {
                     );
                     WaitFor::Seconds(0)
                 } else {
+                    let expr = match present[0] {
+                        "Seconds" | "Timestamp" if self.lang == QueryLanguage::Jsonata => {
+                            let v = &obj[present[0]];
+                            self.jsonata_expr(name, present[0], v)
+                        }
+                        _ => None,
+                    };
                     match present[0] {
+                        "Seconds" if expr.is_some() => {
+                            WaitFor::SecondsExpr(expr.unwrap_or_default())
+                        }
+                        "Timestamp" if expr.is_some() => {
+                            WaitFor::TimestampExpr(expr.unwrap_or_default())
+                        }
                         "Seconds" => match obj["Seconds"].as_u64() {
                             Some(n) if n <= MAX_SECONDS => WaitFor::Seconds(n),
                             _ => {
@@ -1022,7 +1416,7 @@ impl Checker {
                     }
                 };
                 State::Wait {
-                    flow: self.flow(name, obj, &["InputPath", "OutputPath"]),
+                    flow: self.flow(name, obj, &["InputPath", "OutputPath", "Assign"]),
                     how,
                     transition: self.transition(name, obj),
                 }
@@ -1061,6 +1455,8 @@ impl Checker {
                                 "ResultPath",
                                 "Retry",
                                 "Catch",
+                                "Arguments",
+                                "Assign",
                             ],
                         ]
                         .concat(),
@@ -1091,6 +1487,8 @@ impl Checker {
                             "Parameters",
                             "ResultSelector",
                             "ResultPath",
+                            "Arguments",
+                            "Assign",
                         ],
                     ),
                     branches,
@@ -1123,11 +1521,27 @@ impl Checker {
                                 "Label",
                                 "ToleratedFailurePercentage",
                                 "ToleratedFailureCount",
+                                "ToleratedFailurePercentagePath",
+                                "ToleratedFailureCountPath",
+                                "Items",
+                                "Assign",
+                                "ItemReader",
+                                "ItemBatcher",
+                                "ResultWriter",
                             ],
                         ]
                         .concat(),
                     ),
                 );
+                for field in ["ItemReader", "ItemBatcher", "ResultWriter"] {
+                    if obj.contains_key(field) {
+                        self.err(
+                            name,
+                            field,
+                            "is a distributed Map feature (reading items from or writing results to S3) that the local engine does not run; give the items in the state's input, `ItemsPath` or `Items`",
+                        );
+                    }
+                }
                 if obj.contains_key("ItemSelector") && obj.contains_key("Parameters") {
                     self.err(
                         name,
@@ -1135,10 +1549,40 @@ impl Checker {
                         "give `ItemSelector` or the older `Parameters`, not both",
                     );
                 }
+                let jsonata = self.lang == QueryLanguage::Jsonata;
                 let selector = obj
                     .get("ItemSelector")
                     .or_else(|| obj.get("Parameters"))
-                    .map(|v| self.template(name, "ItemSelector", v));
+                    .map(|v| match jsonata {
+                        true => self.jsonata(name, "ItemSelector", v),
+                        false => self.template(name, "ItemSelector", v),
+                    });
+                let items = match obj.get("Items") {
+                    Some(v @ Value::Array(_)) if jsonata => Some(self.jsonata(name, "Items", v)),
+                    Some(v) if jsonata => match self.jsonata_expr(name, "Items", v) {
+                        Some(_) => Some(Template::Jsonata(v.clone())),
+                        None => {
+                            self.err(name, "Items", "must be an array or a `{% %}` expression");
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                let tolerated_count =
+                    self.tolerance(name, obj, "ToleratedFailureCount", f64::INFINITY);
+                let tolerated_percentage =
+                    self.tolerance(name, obj, "ToleratedFailurePercentage", 100.0);
+                let flow = self.flow(
+                    name,
+                    obj,
+                    &[
+                        "InputPath",
+                        "OutputPath",
+                        "ResultSelector",
+                        "ResultPath",
+                        "Assign",
+                    ],
+                );
                 let processor = obj.get("ItemProcessor").or_else(|| obj.get("Iterator"));
                 let processor = match processor {
                     Some(p) => self.machine(p, &format!("{name}.ItemProcessor.")),
@@ -1149,6 +1593,19 @@ impl Checker {
                 };
                 let max_concurrency =
                     match (obj.get("MaxConcurrency"), obj.get("MaxConcurrencyPath")) {
+                        (Some(v), None) if jsonata && v.is_string() => {
+                            match self.jsonata_expr(name, "MaxConcurrency", v) {
+                                Some(e) => MaxConcurrency::Expr(e),
+                                None => {
+                                    self.err(
+                                        name,
+                                        "MaxConcurrency",
+                                        "must be a non-negative integer or a `{% %}` expression",
+                                    );
+                                    MaxConcurrency::Fixed(0)
+                                }
+                            }
+                        }
                         (Some(v), None) => match v.as_u64() {
                             Some(n) => MaxConcurrency::Fixed(n),
                             None => {
@@ -1171,14 +1628,14 @@ impl Checker {
                         }
                     };
                 State::Map {
-                    flow: self.flow(
-                        name,
-                        obj,
-                        &["InputPath", "OutputPath", "ResultSelector", "ResultPath"],
-                    ),
+                    flow,
                     items_path: self.path(name, "ItemsPath", obj.get("ItemsPath")),
+                    items,
+                    tolerated_count,
+                    tolerated_percentage,
                     item_selector: selector,
                     processor: Box::new(processor.unwrap_or(Definition {
+                        query_language: self.machine_lang,
                         start_at: String::new(),
                         states: BTreeMap::new(),
                         timeout_seconds: None,
@@ -1222,7 +1679,7 @@ fn targets(s: &State) -> Vec<String> {
         State::Choice {
             choices, default, ..
         } => {
-            out.extend(choices.iter().map(|(_, n)| n.clone()));
+            out.extend(choices.iter().map(|c| c.next.clone()));
             out.extend(default.iter().cloned());
         }
         State::Succeed { .. } | State::Fail { .. } => {}
@@ -1241,6 +1698,8 @@ impl Definition {
     pub fn from_value(v: &Value) -> Result<Definition, DefinitionError> {
         let mut c = Checker {
             problems: Vec::new(),
+            lang: QueryLanguage::JsonPath,
+            machine_lang: QueryLanguage::JsonPath,
         };
         let def = c.machine(v, "");
         match def {

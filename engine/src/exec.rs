@@ -21,10 +21,11 @@ use tokio::time::Instant;
 
 use crate::choice;
 use crate::definition::{
-    Catcher, Definition, Flow, MaxConcurrency, ResultPath, Retrier, Seconds, State, Template,
-    TemplateValue, Text, Transition, WaitFor, MAX_SECONDS,
+    Catcher, Definition, Flow, MaxConcurrency, ResultPath, Retrier, Rule, Seconds, State, Template,
+    TemplateValue, Text, Tolerance, Transition, WaitFor, MAX_SECONDS,
 };
-use crate::path::{abbreviate, Path};
+use crate::jsonata;
+use crate::path::{abbreviate, Env, Path};
 
 /// A Task state's call to a resource.
 #[derive(Debug, Clone, PartialEq)]
@@ -318,18 +319,21 @@ impl Engine {
             }),
         };
         run.event("ExecutionStarted", None, json!({"input": input}));
+        let vars = Scope::root();
         // A Standard workflow runs at most a year, whatever its TimeoutSeconds.
         let secs = def
             .timeout_seconds
             .unwrap_or(MAX_EXECUTION_SECONDS)
             .min(MAX_EXECUTION_SECONDS);
-        let result =
-            match tokio::time::timeout(Duration::from_secs(secs), run.machine(def, input, None))
-                .await
-            {
-                Ok(r) => r.map_err(Some),
-                Err(_) => Err(None),
-            };
+        let result = match tokio::time::timeout(
+            Duration::from_secs(secs),
+            run.machine(def, input, None, &vars),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(Some),
+            Err(_) => Err(None),
+        };
         let (status, output, error, cause) = match result {
             Ok(out) => {
                 run.event("ExecutionSucceeded", None, json!({"output": out}));
@@ -337,7 +341,9 @@ impl Engine {
             }
             Err(Some(f)) => {
                 run.event("ExecutionFailed", None, f.to_value());
-                (Status::Failed, None, Some(f.error), Some(f.cause))
+                // A Fail state without Error or Cause leaves them out (null).
+                let some = |s: String| (!s.is_empty()).then_some(s);
+                (Status::Failed, None, some(f.error), some(f.cause))
             }
             Err(None) => {
                 run.event(
@@ -451,11 +457,357 @@ fn error_matches(names: &[String], error: &str) -> bool {
     })
 }
 
+/// Workflow variables: one scope for the execution's top-level states and
+/// one for each Parallel branch and Map iteration. An inner scope reads the
+/// outer ones; what it assigns stays inside it (a branch passes values out
+/// through its output only).
+pub struct Scope<'p> {
+    values: Mutex<Map<String, Value>>,
+    parent: Option<&'p Scope<'p>>,
+}
+
+/// The largest value one variable may hold, and the most one `Assign` may
+/// set at once (256 KiB each, Step Functions' quotas).
+pub const MAX_VARIABLE_BYTES: usize = 256 * 1024;
+/// The most all of an execution's variables may hold together (10 MiB).
+pub const MAX_VARIABLES_BYTES: usize = 10 * 1024 * 1024;
+
+impl<'p> Scope<'p> {
+    pub fn root() -> Scope<'static> {
+        Scope {
+            values: Mutex::new(Map::new()),
+            parent: None,
+        }
+    }
+
+    fn child(&'p self) -> Scope<'p> {
+        Scope {
+            values: Mutex::new(Map::new()),
+            parent: Some(self),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map<String, Value>> {
+        self.values.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bytes(&self) -> usize {
+        let own: usize = self
+            .lock()
+            .values()
+            .map(|v| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0))
+            .sum();
+        own + self.parent.map(|p| p.bytes()).unwrap_or(0)
+    }
+
+    /// Sets the variables an `Assign` computed, within the quotas.
+    fn assign(&self, values: Map<String, Value>, at: &At) -> Result<(), Failure> {
+        let mut total = 0;
+        for (name, v) in &values {
+            let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+            if size > MAX_VARIABLE_BYTES {
+                return Err(at.error(
+                    "States.Runtime",
+                    format!("The variable '{name}' would hold {size} bytes; a variable holds at most {MAX_VARIABLE_BYTES} bytes."),
+                ));
+            }
+            total += size;
+        }
+        if total > MAX_VARIABLE_BYTES {
+            return Err(at.error(
+                "States.Runtime",
+                format!("The Assign sets {total} bytes of variables; one Assign sets at most {MAX_VARIABLE_BYTES} bytes."),
+            ));
+        }
+        let before = self.bytes();
+        if before + total > MAX_VARIABLES_BYTES {
+            return Err(at.error(
+                "States.Runtime",
+                format!("The execution's variables would hold more than {MAX_VARIABLES_BYTES} bytes, the Step Functions quota."),
+            ));
+        }
+        let mut own = self.lock();
+        for (k, v) in values {
+            own.insert(k, v);
+        }
+        Ok(())
+    }
+}
+
+impl crate::path::Lookup for Scope<'_> {
+    fn lookup(&self, name: &str) -> Option<Value> {
+        if let Some(v) = self.lock().get(name) {
+            return Some(v.clone());
+        }
+        self.parent.and_then(|p| p.lookup(name))
+    }
+}
+
+/// One state's activation: its name, the id of its `...StateEntered`
+/// event, its context object and the variables it sees.
+struct At<'s> {
+    name: &'s str,
+    entered_id: u64,
+    ctx: Value,
+    vars: &'s Scope<'s>,
+}
+
+impl<'s> At<'s> {
+    fn env(&self) -> Env<'_> {
+        Env::new(&self.ctx, self.vars)
+    }
+
+    /// A runtime error in AWS's words: where it happened, then what.
+    fn error(&self, error: &str, detail: impl std::fmt::Display) -> Failure {
+        Failure::new(
+            error,
+            format!(
+                "An error occurred while executing the state '{}' (entered at the event id #{}). {detail}",
+                self.name, self.entered_id
+            ),
+        )
+    }
+
+    fn runtime(&self, detail: impl std::fmt::Display) -> Failure {
+        self.error("States.Runtime", detail)
+    }
+
+    /// `$states` for a JSONata expression.
+    fn states(&self, input: &Value, result: Option<&Value>, error_output: Option<&Value>) -> Value {
+        let mut m = Map::new();
+        m.insert("input".into(), input.clone());
+        if let Some(r) = result {
+            m.insert("result".into(), r.clone());
+        }
+        if let Some(e) = error_output {
+            m.insert("errorOutput".into(), e.clone());
+        }
+        m.insert("context".into(), self.ctx.clone());
+        Value::Object(m)
+    }
+
+    /// One `{% %}` expression's value.
+    fn expr(&self, expr: &str, field: &str, states: &Value) -> Result<Value, Failure> {
+        jsonata::eval(expr, states, self.vars).map_err(|p| {
+            let detail = match p {
+                jsonata::Problem::Threw(e) => format!("The JSONata expression '{expr}' specified for the field '{field}' threw an error during evaluation. {e}"),
+                jsonata::Problem::Unsupported => format!("The JSONata expression '{expr}' specified for the field '{field}' returned an unsupported result type."),
+                jsonata::Problem::Undefined => format!("The JSONata expression '{expr}' specified for the field '{field}' returned nothing (its value is undefined)."),
+            };
+            self.error("States.QueryEvaluationError", detail)
+        })
+    }
+
+    /// A JSONata field's value: its `{% %}` strings evaluated (an object
+    /// member whose expression gives nothing is left out, as JSONata's own
+    /// object constructor does).
+    fn jsonata(&self, v: &Value, field: &str, states: &Value) -> Result<Value, Failure> {
+        match v {
+            Value::String(s) => match jsonata::expression(s) {
+                Some(e) => self.expr(e, field, states),
+                None => Ok(v.clone()),
+            },
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| self.jsonata(item, &format!("{field}/{i}"), states))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
+            Value::Object(map) => {
+                let mut out = Map::new();
+                for (k, item) in map {
+                    let at = format!("{field}/{k}");
+                    let value = match item.as_str().and_then(jsonata::expression) {
+                        Some(e) => match jsonata::eval(e, states, self.vars) {
+                            Err(jsonata::Problem::Undefined) => continue,
+                            _ => self.expr(e, &at, states)?,
+                        },
+                        None => self.jsonata(item, &at, states)?,
+                    };
+                    out.insert(k.clone(), value);
+                }
+                Ok(Value::Object(out))
+            }
+            other => Ok(other.clone()),
+        }
+    }
+
+    /// A payload template: JSONPath (`key.$` paths and intrinsic functions
+    /// on `input`) or JSONata (`{% %}` strings, with `$states`).
+    fn render(
+        &self,
+        t: &Template,
+        field: &str,
+        input: &Value,
+        states: &Value,
+    ) -> Result<Value, Failure> {
+        match t {
+            Template::Jsonata(v) => self.jsonata(v, field, states),
+            t => self.render_paths(t, input),
+        }
+    }
+
+    fn render_paths(&self, t: &Template, input: &Value) -> Result<Value, Failure> {
+        match t {
+            Template::Literal(v) | Template::Jsonata(v) => Ok(v.clone()),
+            Template::Object(fields) => {
+                let mut out = Map::new();
+                for (k, v) in fields {
+                    let value = match v {
+                        TemplateValue::Literal(v) => v.clone(),
+                        TemplateValue::Path(p) => p
+                            .select(input, &self.env())
+                            .map_err(|e| self.runtime(e.for_field(&format!("{k}.$"))))?,
+                        TemplateValue::Call(c) => c
+                            .eval(input, &self.env())
+                            .map_err(|e| Failure::new("States.IntrinsicFailure", e))?,
+                        TemplateValue::Nested(n) => self.render_paths(n, input)?,
+                    };
+                    out.insert(k.clone(), value);
+                }
+                Ok(Value::Object(out))
+            }
+        }
+    }
+
+    /// Evaluates an `Assign` (JSONPath: `$` is `input`; JSONata: `$states`).
+    fn assignments(
+        &self,
+        assign: &Option<Template>,
+        input: &Value,
+        states: &Value,
+    ) -> Result<Option<Map<String, Value>>, Failure> {
+        let Some(t) = assign else { return Ok(None) };
+        match self.render(t, "Assign", input, states)? {
+            Value::Object(m) => Ok(Some(m)),
+            _ => Ok(None),
+        }
+    }
+
+    fn commit(&self, assigned: Option<Map<String, Value>>) -> Result<(), Failure> {
+        match assigned {
+            Some(m) if !m.is_empty() => self.vars.assign(m, self),
+            _ => Ok(()),
+        }
+    }
+
+    fn input_path(&self, p: &Option<Option<Path>>, raw: &Value) -> Result<Value, Failure> {
+        match p {
+            None => Ok(raw.clone()),
+            Some(None) => Ok(json!({})),
+            Some(Some(p)) => p.select(raw, &self.env()).map_err(|_| {
+                self.runtime(format!(
+                    "Invalid path '{}' : No results for path: {}",
+                    p.text(),
+                    p.bracketed()
+                ))
+            }),
+        }
+    }
+
+    fn output_path(&self, p: &Option<Option<Path>>, out: Value) -> Result<Value, Failure> {
+        self.input_path(p, &out)
+    }
+
+    /// A number from a JSONata expression (`Seconds`, `MaxConcurrency`, ...).
+    fn number(&self, expr: &str, field: &str, states: &Value) -> Result<f64, Failure> {
+        let v = self.expr(expr, field, states)?;
+        v.as_f64().ok_or_else(|| {
+            self.error(
+                "States.QueryEvaluationError",
+                format!("The JSONata expression '{expr}' specified for the field '{field}' returned an unexpected result type. Expected 'number', but was '{}' for value: {v}", jsonata::type_name(&v)),
+            )
+        })
+    }
+
+    /// Seconds from a fixed value, a path or an expression.
+    fn seconds(
+        &self,
+        s: &Option<Seconds>,
+        field: &str,
+        input: &Value,
+        states: &Value,
+    ) -> Result<Option<u64>, Failure> {
+        let v = match s {
+            None => return Ok(None),
+            Some(Seconds::Fixed(n)) => return Ok(Some(*n)),
+            Some(Seconds::Path(p)) => p
+                .select(input, &self.env())
+                .map_err(|e| self.runtime(e.for_field(&format!("{field}Path"))))?,
+            Some(Seconds::Expr(e)) => json!(self.number(e, field, states)?),
+        };
+        match v.as_f64() {
+            Some(n) if n.fract() == 0.0 && n > 0.0 && n <= MAX_SECONDS as f64 => Ok(Some(n as u64)),
+            _ => Err(self.runtime(format!(
+                "The field '{field}' got {v}, not a positive integer of seconds up to {MAX_SECONDS}"
+            ))),
+        }
+    }
+
+    fn text(
+        &self,
+        t: &Option<Text>,
+        field: &str,
+        raw: &Value,
+        states: &Value,
+    ) -> Result<Option<String>, Failure> {
+        let as_text = |v: Value| match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        Ok(match t {
+            None => None,
+            Some(Text::Fixed(s)) => Some(s.clone()),
+            Some(Text::Path(p)) => match p
+                .select(raw, &self.env())
+                .map_err(|e| self.runtime(e.for_field(&format!("{field}Path"))))?
+            {
+                Value::Null => None,
+                v => Some(as_text(v)),
+            },
+            Some(Text::Call(c)) => Some(as_text(
+                c.eval(raw, &self.env())
+                    .map_err(|e| Failure::new("States.IntrinsicFailure", e))?,
+            )),
+            Some(Text::Expr(e)) => Some(as_text(self.expr(e, field, states)?)),
+        })
+    }
+
+    fn tolerance(
+        &self,
+        t: &Option<Tolerance>,
+        field: &str,
+        input: &Value,
+        states: &Value,
+    ) -> Result<Option<f64>, Failure> {
+        let v = match t {
+            None => return Ok(None),
+            Some(Tolerance::Fixed(n)) => return Ok(Some(*n)),
+            Some(Tolerance::Path(p)) => p
+                .select(input, &self.env())
+                .map_err(|e| self.runtime(e.for_field(&format!("{field}Path"))))?,
+            Some(Tolerance::Expr(e)) => json!(self.number(e, field, states)?),
+        };
+        // A path may give the number as a string ("1"), as AWS accepts.
+        let n = match &v {
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            v => v.as_f64(),
+        };
+        match n {
+            Some(n) if n >= 0.0 => Ok(Some(n)),
+            _ => Err(self.runtime(format!(
+                "The field '{field}' got {v}, not a non-negative number"
+            ))),
+        }
+    }
+}
+
 impl<'e> Run<'e> {
-    fn event(&self, kind: &str, state: Option<&str>, details: Value) {
+    fn event(&self, kind: &str, state: Option<&str>, details: Value) -> u64 {
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let id = history.len() as u64 + 1;
         let e = HistoryEvent {
-            id: history.len() as u64 + 1,
+            id,
             timestamp: self.engine.now(),
             kind: kind.to_string(),
             state: state.map(str::to_string),
@@ -465,6 +817,7 @@ impl<'e> Run<'e> {
             o(&e);
         }
         history.push(e);
+        id
     }
 
     fn context(
@@ -492,6 +845,7 @@ impl<'e> Run<'e> {
         def: &'a Definition,
         input: Value,
         extra: Option<Value>,
+        vars: &'a Scope<'a>,
     ) -> BoxFut<'a, Result<Value, Failure>> {
         Box::pin(async move {
             let mut name = def.start_at.clone();
@@ -512,7 +866,7 @@ impl<'e> Run<'e> {
                     .states
                     .get(&name)
                     .ok_or_else(|| Failure::runtime(format!("no state `{name}`")))?;
-                match self.state(&name, state, input, &extra).await? {
+                match self.state(&name, state, input, &extra, vars).await? {
                     Step::Next(next, out) => {
                         check_payload(&name, &out)?;
                         name = next;
@@ -533,6 +887,7 @@ impl<'e> Run<'e> {
         state: &State,
         raw: Value,
         extra: &Option<Value>,
+        vars: &Scope<'_>,
     ) -> Result<Step, Failure> {
         let kind = match state {
             State::Pass { .. } => "Pass",
@@ -545,15 +900,18 @@ impl<'e> Run<'e> {
             State::Map { .. } => "Map",
         };
         let entered = self.engine.now();
-        self.event(
+        let entered_id = self.event(
             &format!("{kind}StateEntered"),
             Some(name),
             json!({"input": raw}),
         );
-        let ctx = self.context(name, entered, 0, extra);
-        let result = self
-            .state_body(name, state, raw, &ctx, entered, extra)
-            .await;
+        let at = At {
+            name,
+            entered_id,
+            ctx: self.context(name, entered, 0, extra),
+            vars,
+        };
+        let result = self.state_body(&at, state, raw, entered, extra).await;
         match &result {
             Ok(Step::Next(_, out)) | Ok(Step::Done(out)) => {
                 self.event(
@@ -569,54 +927,57 @@ impl<'e> Run<'e> {
 
     async fn state_body(
         &self,
-        name: &str,
+        at: &At<'_>,
         state: &State,
         raw: Value,
-        ctx: &Value,
         entered: OffsetDateTime,
         extra: &Option<Value>,
     ) -> Result<Step, Failure> {
+        let name = at.name;
         match state {
             State::Pass {
                 flow,
                 result,
                 transition,
             } => {
-                let effective = input_path(&flow.input_path, &raw, ctx)?;
+                if flow.jsonata {
+                    let states = at.states(&raw, None, None);
+                    let out = match &flow.output {
+                        Some(o) => at.render(o, "Output", &raw, &states)?,
+                        None => raw.clone(),
+                    };
+                    at.commit(at.assignments(&flow.assign, &raw, &states)?)?;
+                    return Ok(step(transition, out));
+                }
+                let effective = at.input_path(&flow.input_path, &raw)?;
                 let value = match (&flow.parameters, result) {
-                    (Some(p), _) => render(p, &effective, ctx)?,
+                    (Some(p), _) => at.render_paths(p, &effective)?,
                     (None, Some(r)) => r.clone(),
                     (None, None) => effective,
                 };
+                let assigned = at.assignments(&flow.assign, &value, &Value::Null)?;
                 let out = result_path(&flow.result_path, raw, value)?;
-                Ok(step(transition, output_path(&flow.output_path, out, ctx)?))
+                let out = at.output_path(&flow.output_path, out)?;
+                at.commit(assigned)?;
+                Ok(step(transition, out))
             }
             State::Succeed { flow } => {
-                let effective = input_path(&flow.input_path, &raw, ctx)?;
-                Ok(Step::Done(output_path(&flow.output_path, effective, ctx)?))
+                if flow.jsonata {
+                    let states = at.states(&raw, None, None);
+                    return Ok(Step::Done(match &flow.output {
+                        Some(o) => at.render(o, "Output", &raw, &states)?,
+                        None => raw,
+                    }));
+                }
+                let effective = at.input_path(&flow.input_path, &raw)?;
+                Ok(Step::Done(at.output_path(&flow.output_path, effective)?))
             }
             State::Fail { error, cause } => {
-                let text = |t: &Option<Text>| -> Result<String, Failure> {
-                    Ok(match t {
-                        None => String::new(),
-                        Some(Text::Fixed(s)) => s.clone(),
-                        Some(Text::Path(p)) => {
-                            match p.select(&raw, ctx).map_err(Failure::runtime)? {
-                                Value::String(s) => s,
-                                Value::Null => String::new(),
-                                other => other.to_string(),
-                            }
-                        }
-                        Some(Text::Call(c)) => match c
-                            .eval(&raw, ctx)
-                            .map_err(|e| Failure::new("States.IntrinsicFailure", e))?
-                        {
-                            Value::String(s) => s,
-                            other => other.to_string(),
-                        },
-                    })
-                };
-                let failure = Failure::new(text(error)?, text(cause)?);
+                let states = at.states(&raw, None, None);
+                let failure = Failure::new(
+                    at.text(error, "Error", &raw, &states)?.unwrap_or_default(),
+                    at.text(cause, "Cause", &raw, &states)?.unwrap_or_default(),
+                );
                 self.event("FailStateEntered", Some(name), failure.to_value());
                 Err(failure)
             }
@@ -625,60 +986,108 @@ impl<'e> Run<'e> {
                 choices,
                 default,
             } => {
-                let effective = input_path(&flow.input_path, &raw, ctx)?;
-                for (rule, next) in choices {
-                    if choice::matches(rule, &effective, ctx).map_err(Failure::runtime)? {
-                        return Ok(Step::Next(
-                            next.clone(),
-                            output_path(&flow.output_path, effective, ctx)?,
-                        ));
+                let states = at.states(&raw, None, None);
+                let effective = at.input_path(&flow.input_path, &raw)?;
+                let mut taken = None;
+                for c in choices {
+                    let hit = match &c.rule {
+                        Rule::Condition(Template::Jsonata(v)) => {
+                            let v = at.jsonata(v, "Condition", &states)?;
+                            v.as_bool().ok_or_else(|| at.error("States.QueryEvaluationError", format!(
+                                "The JSONata expression specified for the field 'Condition' returned an unexpected result type. Expected 'boolean', but was '{}' for value: {v}", jsonata::type_name(&v)
+                            )))?
+                        }
+                        rule => choice::matches(rule, &effective, &at.env())
+                            .map_err(|e| at.runtime(e))?,
+                    };
+                    if hit {
+                        taken = Some((c.next.clone(), &c.assign, &c.output));
+                        break;
                     }
                 }
-                match default {
-                    Some(d) => Ok(Step::Next(
-                        d.clone(),
-                        output_path(&flow.output_path, effective, ctx)?,
-                    )),
-                    None => Err(Failure::new(
-                        "States.NoChoiceMatched",
-                        format!("no choice rule of `{name}` matched, and it has no Default"),
-                    )),
-                }
+                let (next, assign, output) = match (taken, default) {
+                    (Some(t), _) => t,
+                    (None, Some(d)) => (d.clone(), &flow.assign, &flow.output),
+                    (None, None) => {
+                        return Err(at.error(
+                            "States.NoChoiceMatched",
+                            format!("No Choice Rule matched and no Default was given: no choice rule of `{name}` matched its input."),
+                        ))
+                    }
+                };
+                let output = output.as_ref().or(flow.output.as_ref());
+                let assigned = at.assignments(assign, &effective, &states)?;
+                let out = match (flow.jsonata, output) {
+                    (true, Some(o)) => at.render(o, "Output", &raw, &states)?,
+                    (true, None) => raw,
+                    (false, _) => at.output_path(&flow.output_path, effective)?,
+                };
+                at.commit(assigned)?;
+                Ok(Step::Next(next, out))
             }
             State::Wait {
                 flow,
                 how,
                 transition,
             } => {
-                let effective = input_path(&flow.input_path, &raw, ctx)?;
+                let states = at.states(&raw, None, None);
+                let effective = at.input_path(&flow.input_path, &raw)?;
                 let seconds = match how {
                     WaitFor::Seconds(s) => *s as f64,
                     WaitFor::SecondsPath(p) => {
-                        let v = p.select(&effective, ctx).map_err(Failure::runtime)?;
+                        let v = p
+                            .select(&effective, &at.env())
+                            .map_err(|e| at.runtime(e.for_field("SecondsPath")))?;
                         v.as_u64().filter(|n| *n <= MAX_SECONDS).ok_or_else(|| {
-                            Failure::runtime(format!(
-                                "SecondsPath `{}` gave {v}, not an integer from 0 to {MAX_SECONDS}",
+                            at.runtime(format!(
+                                "The SecondsPath '{}' gave {v}, not an integer from 0 to {MAX_SECONDS}",
                                 p.text()
                             ))
                         })? as f64
                     }
-                    WaitFor::Timestamp(t) => until(t, self.engine.now())?,
+                    WaitFor::SecondsExpr(e) => {
+                        let n = at.number(e, "Seconds", &states)?;
+                        if !(0.0..=MAX_SECONDS as f64).contains(&n) || n.fract() != 0.0 {
+                            return Err(at.runtime(format!(
+                                "The JSONata expression '{e}' specified for the field 'Seconds' gave {n}, not an integer from 0 to {MAX_SECONDS}"
+                            )));
+                        }
+                        n
+                    }
+                    WaitFor::Timestamp(t) => {
+                        until(t, self.engine.now()).map_err(|e| at.runtime(e))?
+                    }
                     WaitFor::TimestampPath(p) => {
-                        let v = p.select(&effective, ctx).map_err(Failure::runtime)?;
+                        let v = p
+                            .select(&effective, &at.env())
+                            .map_err(|e| at.runtime(e.for_field("TimestampPath")))?;
                         let t = v.as_str().ok_or_else(|| {
-                            Failure::runtime(format!(
-                                "TimestampPath `{}` gave {v}, not a timestamp",
+                            at.runtime(format!(
+                                "The TimestampPath '{}' gave {v}, not a timestamp",
                                 p.text()
                             ))
                         })?;
-                        until(t, self.engine.now())?
+                        until(t, self.engine.now()).map_err(|e| at.runtime(e))?
+                    }
+                    WaitFor::TimestampExpr(e) => {
+                        let v = at.expr(e, "Timestamp", &states)?;
+                        let t = v.as_str().ok_or_else(|| {
+                            at.error("States.QueryEvaluationError", format!(
+                                "The JSONata expression '{e}' specified for the field 'Timestamp' returned an unexpected result type. Expected 'string', but was '{}' for value: {v}", jsonata::type_name(&v)
+                            ))
+                        })?;
+                        until(t, self.engine.now()).map_err(|e| at.runtime(e))?
                     }
                 };
+                let assigned = at.assignments(&flow.assign, &effective, &states)?;
+                let out = match (flow.jsonata, &flow.output) {
+                    (true, Some(o)) => at.render(o, "Output", &raw, &states)?,
+                    (true, None) => raw,
+                    (false, _) => at.output_path(&flow.output_path, effective)?,
+                };
                 tokio::time::sleep(wait_for(seconds)).await;
-                Ok(step(
-                    transition,
-                    output_path(&flow.output_path, effective, ctx)?,
-                ))
+                at.commit(assigned)?;
+                Ok(step(transition, out))
             }
             State::Task {
                 flow,
@@ -690,30 +1099,37 @@ impl<'e> Run<'e> {
                 transition,
             } => {
                 let attempt = |retry_count: u32| {
-                    let ctx = self.context(name, entered, retry_count, extra);
+                    let mut at = At {
+                        name,
+                        entered_id: at.entered_id,
+                        ctx: self.context(name, entered, retry_count, extra),
+                        vars: at.vars,
+                    };
                     let raw = raw.clone();
                     async move {
-                        let effective = input_path(&flow.input_path, &raw, &ctx)?;
-                        let timeout_s = seconds_of(timeout, &effective, &ctx)?;
-                        let heartbeat_s = seconds_of(heartbeat, &effective, &ctx)?;
                         let waits = resource.ends_with(".waitForTaskToken");
                         let token = waits.then(|| self.engine.new_token());
-                        let mut ctx = ctx;
-                        if let (Some(t), Some(obj)) = (&token, ctx.as_object_mut()) {
+                        if let (Some(t), Some(obj)) = (&token, at.ctx.as_object_mut()) {
                             obj.insert("Task".into(), json!({"Token": t}));
                         }
+                        let states = at.states(&raw, None, None);
+                        let effective = at.input_path(&flow.input_path, &raw)?;
+                        let timeout_s =
+                            at.seconds(timeout, "TimeoutSeconds", &effective, &states)?;
+                        let heartbeat_s =
+                            at.seconds(heartbeat, "HeartbeatSeconds", &effective, &states)?;
                         let params = match &flow.parameters {
-                            Some(p) => render(p, &effective, &ctx)?,
+                            Some(p) => at.render(p, "Arguments", &effective, &states)?,
                             None => effective,
                         };
                         self.event("TaskScheduled", Some(name), json!({"resource": resource, "parameters": params, "timeoutInSeconds": timeout_s}));
                         let result = self
                             .task(name, resource, params, token, timeout_s, heartbeat_s)
                             .await?;
-                        finish(flow, raw, result, &ctx)
+                        finish(&at, flow, raw, result)
                     }
                 };
-                self.with_retry(name, &raw, retry, catch, transition, attempt)
+                self.with_retry(at, &raw, retry, catch, transition, attempt)
                     .await
             }
             State::Parallel {
@@ -724,29 +1140,43 @@ impl<'e> Run<'e> {
                 transition,
             } => {
                 let attempt = |retry_count: u32| {
-                    let ctx = self.context(name, entered, retry_count, extra);
+                    let at = At {
+                        name,
+                        entered_id: at.entered_id,
+                        ctx: self.context(name, entered, retry_count, extra),
+                        vars: at.vars,
+                    };
                     let raw = raw.clone();
                     async move {
-                        let effective = input_path(&flow.input_path, &raw, &ctx)?;
+                        let states = at.states(&raw, None, None);
+                        let effective = at.input_path(&flow.input_path, &raw)?;
                         let input = match &flow.parameters {
-                            Some(p) => render(p, &effective, &ctx)?,
+                            Some(p) => at.render(p, "Arguments", &effective, &states)?,
                             None => effective,
                         };
                         self.event("ParallelStateStarted", Some(name), Value::Null);
-                        let runs = branches
-                            .iter()
-                            .map(|b| self.machine(b, input.clone(), None));
+                        let runs = branches.iter().map(|b| {
+                            let input = input.clone();
+                            let outer = at.vars;
+                            async move {
+                                let scope = outer.child();
+                                self.machine(b, input, None, &scope).await
+                            }
+                        });
                         let results = futures::future::join_all(runs).await;
                         let outs = self.all_or_first_failure(name, "Parallel", results)?;
-                        finish(flow, raw, outs, &ctx)
+                        finish(&at, flow, raw, outs)
                     }
                 };
-                self.with_retry(name, &raw, retry, catch, transition, attempt)
+                self.with_retry(at, &raw, retry, catch, transition, attempt)
                     .await
             }
             State::Map {
                 flow,
                 items_path,
+                items,
+                tolerated_count,
+                tolerated_percentage,
                 item_selector,
                 processor,
                 max_concurrency,
@@ -755,51 +1185,96 @@ impl<'e> Run<'e> {
                 transition,
             } => {
                 let attempt = |retry_count: u32| {
-                    let ctx = self.context(name, entered, retry_count, extra);
+                    let at = At {
+                        name,
+                        entered_id: at.entered_id,
+                        ctx: self.context(name, entered, retry_count, extra),
+                        vars: at.vars,
+                    };
                     let raw = raw.clone();
                     async move {
-                        let effective = input_path(&flow.input_path, &raw, &ctx)?;
-                        let items = match items_path {
-                            Some(p) => p.select(&effective, &ctx).map_err(Failure::runtime)?,
-                            None => effective.clone(),
+                        let states = at.states(&raw, None, None);
+                        let effective = at.input_path(&flow.input_path, &raw)?;
+                        let list = match (items, items_path) {
+                            (Some(Template::Jsonata(v)), _) => {
+                                let got = at.jsonata(v, "Items", &states)?;
+                                if !got.is_array() {
+                                    let expr = v
+                                        .as_str()
+                                        .and_then(jsonata::expression)
+                                        .unwrap_or_default();
+                                    return Err(at.error("States.QueryEvaluationError", format!(
+                                        "The JSONata expression '{expr}' specified for the field 'Items' returned an unexpected result type. Expected 'array', but was '{}' for value: {got}", jsonata::type_name(&got)
+                                    )));
+                                }
+                                got
+                            }
+                            (_, Some(p)) => p
+                                .select(&effective, &at.env())
+                                .map_err(|e| at.runtime(e.for_field("ItemsPath")))?,
+                            _ => effective.clone(),
                         };
-                        let Value::Array(items) = items else {
-                            return Err(Failure::runtime(format!(
-                                "the Map state `{name}` needs an array of items, got {}",
-                                abbreviate(&items)
+                        let Value::Array(list) = list else {
+                            return Err(at.runtime(format!(
+                                "The Map state needs an array of items, got {}",
+                                abbreviate(&list)
                             )));
                         };
                         let limit = match max_concurrency {
                             MaxConcurrency::Fixed(n) => *n as usize,
                             MaxConcurrency::Path(p) => {
-                                p.select(&effective, &ctx)
-                                    .map_err(Failure::runtime)?
-                                    .as_u64()
-                                    .unwrap_or(0) as usize
+                                let v = p
+                                    .select(&effective, &at.env())
+                                    .map_err(|e| at.runtime(e.for_field("MaxConcurrencyPath")))?;
+                                match &v {
+                                    Value::String(s) => s.trim().parse::<u64>().ok(),
+                                    v => v.as_u64(),
+                                }
+                                .ok_or_else(|| at.runtime(format!("The MaxConcurrencyPath '{}' gave {v}, not a non-negative integer", p.text())))? as usize
+                            }
+                            MaxConcurrency::Expr(e) => {
+                                let n = at.number(e, "MaxConcurrency", &states)?;
+                                if n < 0.0 || n.fract() != 0.0 {
+                                    return Err(at.runtime(format!("The JSONata expression '{e}' specified for the field 'MaxConcurrency' gave {n}, not a non-negative integer")));
+                                }
+                                n as usize
                             }
                         };
-                        let limit = if limit == 0 {
-                            items.len().max(1)
-                        } else {
-                            limit
-                        };
-                        self.event(
-                            "MapStateStarted",
-                            Some(name),
-                            json!({"length": items.len()}),
-                        );
-                        let iterations = items.into_iter().enumerate().map(|(index, item)| {
-                            let mut item_ctx = ctx.clone();
+                        let count = at.tolerance(
+                            tolerated_count,
+                            "ToleratedFailureCount",
+                            &effective,
+                            &states,
+                        )?;
+                        let percentage = at.tolerance(
+                            tolerated_percentage,
+                            "ToleratedFailurePercentage",
+                            &effective,
+                            &states,
+                        )?;
+                        let limit = if limit == 0 { list.len().max(1) } else { limit };
+                        self.event("MapStateStarted", Some(name), json!({"length": list.len()}));
+                        let total = list.len();
+                        let iterations = list.into_iter().enumerate().map(|(index, item)| {
+                            let mut item_ctx = at.ctx.clone();
+                            let map = json!({"Item": {"Index": index, "Value": item}});
                             if let Some(obj) = item_ctx.as_object_mut() {
-                                obj.insert(
-                                    "Map".into(),
-                                    json!({"Item": {"Index": index, "Value": item}}),
-                                );
+                                obj.insert("Map".into(), map.clone());
                             }
+                            let item_at = At {
+                                name,
+                                entered_id: at.entered_id,
+                                ctx: item_ctx,
+                                vars: at.vars,
+                            };
                             let effective = &effective;
+                            let raw = &raw;
                             async move {
                                 let input = match item_selector {
-                                    Some(s) => render(s, effective, &item_ctx)?,
+                                    Some(s) => {
+                                        let states = item_at.states(raw, None, None);
+                                        item_at.render(s, "ItemSelector", effective, &states)?
+                                    }
                                     None => item,
                                 };
                                 self.event(
@@ -807,8 +1282,9 @@ impl<'e> Run<'e> {
                                     Some(name),
                                     json!({"index": index}),
                                 );
-                                let extra = Some(json!({"Map": item_ctx["Map"].clone()}));
-                                let r = self.machine(processor, input, extra).await;
+                                let extra = Some(json!({"Map": map}));
+                                let scope = item_at.vars.child();
+                                let r = self.machine(processor, input, extra, &scope).await;
                                 match &r {
                                     Ok(_) => self.event(
                                         "MapIterationSucceeded",
@@ -820,7 +1296,7 @@ impl<'e> Run<'e> {
                                         Some(name),
                                         json!({"index": index, "error": f.error}),
                                     ),
-                                }
+                                };
                                 r
                             }
                         });
@@ -829,11 +1305,15 @@ impl<'e> Run<'e> {
                                 .buffered(limit)
                                 .collect()
                                 .await;
-                        let outs = self.all_or_first_failure(name, "Map", results)?;
-                        finish(flow, raw, outs, &ctx)
+                        let outs = if count.is_some() || percentage.is_some() {
+                            self.tolerated(&at, total, results, count, percentage)?
+                        } else {
+                            self.all_or_first_failure(name, "Map", results)?
+                        };
+                        finish(&at, flow, raw, outs)
                     }
                 };
-                self.with_retry(name, &raw, retry, catch, transition, attempt)
+                self.with_retry(at, &raw, retry, catch, transition, attempt)
                     .await
             }
         }
@@ -861,11 +1341,43 @@ impl<'e> Run<'e> {
         Ok(Value::Array(outs))
     }
 
+    /// A Map with a failure tolerance: it fails only when more iterations
+    /// failed than `ToleratedFailureCount` or `ToleratedFailurePercentage`
+    /// allow; a failed iteration's place in the output holds its error.
+    fn tolerated(
+        &self,
+        at: &At<'_>,
+        total: usize,
+        results: Vec<Result<Value, Failure>>,
+        count: Option<f64>,
+        percentage: Option<f64>,
+    ) -> Result<Value, Failure> {
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        let over_count = count.is_some_and(|c| failed as f64 > c);
+        let over_percentage =
+            percentage.is_some_and(|p| total > 0 && failed as f64 * 100.0 / total as f64 > p);
+        if over_count || over_percentage {
+            let f = Failure::new(
+                "States.ExceedToleratedFailureThreshold",
+                format!("The Map state '{}' failed because {failed} of {total} iterations failed, more than its tolerated failure threshold allows.", at.name),
+            );
+            self.event("MapStateFailed", Some(at.name), f.to_value());
+            return Err(f);
+        }
+        self.event("MapStateSucceeded", Some(at.name), Value::Null);
+        Ok(Value::Array(
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|f| f.to_value()))
+                .collect(),
+        ))
+    }
+
     /// Runs `attempt` under the state's retriers; a final error goes to the
     /// first matching catcher (its Next and the output) or fails the state.
     async fn with_retry<F, Fut>(
         &self,
-        name: &str,
+        at: &At<'_>,
         raw: &Value,
         retriers: &[Retrier],
         catchers: &[Catcher],
@@ -905,15 +1417,24 @@ impl<'e> Run<'e> {
                         }
                     }
                     if let Some(c) = catchers.iter().find(|c| error_matches(&c.errors, &f.error)) {
-                        let out = match &c.result_path {
-                            ResultPath::Discard => raw.clone(),
-                            ResultPath::At(p) => p
-                                .set(raw.clone(), f.to_value())
-                                .map_err(|e| Failure::new("States.ResultPathMatchFailure", e))?,
+                        let error_output = f.to_value();
+                        let states = at.states(raw, None, Some(&error_output));
+                        let assigned = at.assignments(&c.assign, &error_output, &states)?;
+                        let out = match &c.output {
+                            Some(o) => at.render(o, "Output", raw, &states)?,
+                            None => match &c.result_path {
+                                ResultPath::Discard => raw.clone(),
+                                ResultPath::At(p) => {
+                                    p.set(raw.clone(), error_output).map_err(|e| {
+                                        Failure::new("States.ResultPathMatchFailure", e)
+                                    })?
+                                }
+                            },
                         };
+                        at.commit(assigned)?;
                         self.event(
                             "CatchTriggered",
-                            Some(name),
+                            Some(at.name),
                             json!({"error": f.error, "next": c.next}),
                         );
                         return Ok(Step::Next(c.next.clone(), out));
@@ -971,13 +1492,13 @@ impl<'e> Run<'e> {
                 r
             }
         };
-        match &result {
+        let _ = match &result {
             Ok(out) => self.event("TaskSucceeded", Some(name), json!({"output": out})),
             Err(f) if f.error == "States.Timeout" || f.error == "States.HeartbeatTimeout" => {
                 self.event("TaskTimedOut", Some(name), f.to_value())
             }
             Err(f) => self.event("TaskFailed", Some(name), f.to_value()),
-        }
+        };
         result
     }
 }
@@ -1026,57 +1547,34 @@ fn deadline_after(seconds: u64) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
-fn until(t: &str, now: OffsetDateTime) -> Result<f64, Failure> {
+fn until(t: &str, now: OffsetDateTime) -> Result<f64, String> {
     let at = choice::parse_timestamp(t)
-        .ok_or_else(|| Failure::runtime(format!("`{t}` is not an RFC 3339 timestamp")))?;
+        .ok_or_else(|| format!("The timestamp '{t}' is not an RFC 3339 timestamp"))?;
     Ok((at - now).as_seconds_f64().max(0.0))
 }
 
-fn seconds_of(s: &Option<Seconds>, input: &Value, ctx: &Value) -> Result<Option<u64>, Failure> {
-    match s {
-        None => Ok(None),
-        Some(Seconds::Fixed(n)) => Ok(Some(*n)),
-        Some(Seconds::Path(p)) => {
-            let v = p.select(input, ctx).map_err(Failure::runtime)?;
-            match v.as_u64() {
-                Some(n) if n > 0 && n <= MAX_SECONDS => Ok(Some(n)),
-                _ => Err(Failure::runtime(format!(
-                    "`{}` gave {v}, not a positive integer of seconds up to {MAX_SECONDS}",
-                    p.text()
-                ))),
-            }
-        }
+/// After a Task, Parallel or Map has its result: JSONPath's ResultSelector,
+/// Assign, ResultPath (into the raw input) and OutputPath, or JSONata's
+/// Output and Assign; the variables are set last.
+fn finish(at: &At<'_>, flow: &Flow, raw: Value, result: Value) -> Result<Value, Failure> {
+    if flow.jsonata {
+        let states = at.states(&raw, Some(&result), None);
+        let out = match &flow.output {
+            Some(o) => at.render(o, "Output", &raw, &states)?,
+            None => result,
+        };
+        at.commit(at.assignments(&flow.assign, &raw, &states)?)?;
+        return Ok(out);
     }
-}
-
-/// ResultSelector, then ResultPath (into the raw input), then OutputPath.
-fn finish(flow: &Flow, raw: Value, result: Value, ctx: &Value) -> Result<Value, Failure> {
     let result = match &flow.result_selector {
-        Some(s) => render(s, &result, ctx)?,
+        Some(s) => at.render_paths(s, &result)?,
         None => result,
     };
+    let assigned = at.assignments(&flow.assign, &result, &Value::Null)?;
     let out = result_path(&flow.result_path, raw, result)?;
-    output_path(&flow.output_path, out, ctx)
-}
-
-fn input_path(p: &Option<Option<Path>>, raw: &Value, ctx: &Value) -> Result<Value, Failure> {
-    match p {
-        None => Ok(raw.clone()),
-        Some(None) => Ok(json!({})),
-        Some(Some(p)) => p
-            .select(raw, ctx)
-            .map_err(|e| Failure::runtime(format!("Invalid path for InputPath: {e}"))),
-    }
-}
-
-fn output_path(p: &Option<Option<Path>>, out: Value, ctx: &Value) -> Result<Value, Failure> {
-    match p {
-        None => Ok(out),
-        Some(None) => Ok(json!({})),
-        Some(Some(p)) => p
-            .select(&out, ctx)
-            .map_err(|e| Failure::runtime(format!("Invalid path for OutputPath: {e}"))),
-    }
+    let out = at.output_path(&flow.output_path, out)?;
+    at.commit(assigned)?;
+    Ok(out)
 }
 
 fn result_path(p: &Option<ResultPath>, raw: Value, result: Value) -> Result<Value, Failure> {
@@ -1086,31 +1584,5 @@ fn result_path(p: &Option<ResultPath>, raw: Value, result: Value) -> Result<Valu
         Some(ResultPath::At(p)) => p
             .set(raw, result)
             .map_err(|e| Failure::new("States.ResultPathMatchFailure", e)),
-    }
-}
-
-/// Renders a payload template against `input` and the context object.
-pub fn render(t: &Template, input: &Value, ctx: &Value) -> Result<Value, Failure> {
-    match t {
-        Template::Literal(v) => Ok(v.clone()),
-        Template::Object(fields) => {
-            let mut out = Map::new();
-            for (k, v) in fields {
-                let value = match v {
-                    TemplateValue::Literal(v) => v.clone(),
-                    TemplateValue::Path(p) => p.select(input, ctx).map_err(|e| {
-                        Failure::runtime(format!(
-                            "The value for the field '{k}.$' must be a valid JSONPath: {e}"
-                        ))
-                    })?,
-                    TemplateValue::Call(c) => c
-                        .eval(input, ctx)
-                        .map_err(|e| Failure::new("States.IntrinsicFailure", e))?,
-                    TemplateValue::Nested(n) => render(n, input, ctx)?,
-                };
-                out.insert(k.clone(), value);
-            }
-            Ok(Value::Object(out))
-        }
     }
 }

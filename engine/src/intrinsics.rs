@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Number, Value};
 
-use crate::path::Path;
+use crate::path::{Env, Path};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {
@@ -59,14 +59,14 @@ impl Call {
         Ok(call)
     }
 
-    pub fn eval(&self, input: &Value, context: &Value) -> Result<Value, String> {
+    pub fn eval(&self, input: &Value, env: &Env) -> Result<Value, String> {
         let args = self
             .args
             .iter()
             .map(|a| match a {
                 Arg::Literal(v) => Ok(v.clone()),
-                Arg::Path(p) => p.select(input, context),
-                Arg::Call(c) => c.eval(input, context),
+                Arg::Path(p) => p.select(input, env).map_err(String::from),
+                Arg::Call(c) => c.eval(input, env),
             })
             .collect::<Result<Vec<Value>, String>>()?;
         apply(&self.name, &args)
@@ -220,6 +220,21 @@ fn as_array<'a>(name: &str, v: &'a Value) -> Result<&'a Vec<Value>, String> {
         .ok_or_else(|| format!("{name}: expected an array, got {v}"))
 }
 
+/// The hex digest of `data` with one of the algorithms `States.Hash` and
+/// JSONata's `$hash` accept.
+pub(crate) fn hash_hex(data: &str, algorithm: &str) -> Option<String> {
+    use sha2::Digest;
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    Some(match algorithm {
+        "MD5" => hex(&md5::Md5::digest(data.as_bytes())),
+        "SHA-1" => hex(&sha1::Sha1::digest(data.as_bytes())),
+        "SHA-256" => hex(&sha2::Sha256::digest(data.as_bytes())),
+        "SHA-384" => hex(&sha2::Sha384::digest(data.as_bytes())),
+        "SHA-512" => hex(&sha2::Sha512::digest(data.as_bytes())),
+        _ => return None,
+    })
+}
+
 fn apply(name: &str, args: &[Value]) -> Result<Value, String> {
     match name {
         "States.Format" => {
@@ -257,7 +272,12 @@ fn apply(name: &str, args: &[Value]) -> Result<Value, String> {
         }
         "States.StringToJson" => {
             want_n(name, args, 1)?;
-            serde_json::from_str(as_str(name, &args[0])?).map_err(|e| format!("{name}: {e}"))
+            let text = as_str(name, &args[0])?;
+            // An empty (or blank) string is null, as AWS gives.
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            serde_json::from_str(text).map_err(|e| format!("{name}: {e}"))
         }
         "States.JsonToString" => {
             want_n(name, args, 1)?;
@@ -350,20 +370,10 @@ fn apply(name: &str, args: &[Value]) -> Result<Value, String> {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-            use sha2::Digest;
-            let out = match as_str(name, &args[1])? {
-                "MD5" => hex(&md5::Md5::digest(data.as_bytes())),
-                "SHA-1" => hex(&sha1::Sha1::digest(data.as_bytes())),
-                "SHA-256" => hex(&sha2::Sha256::digest(data.as_bytes())),
-                "SHA-384" => hex(&sha2::Sha384::digest(data.as_bytes())),
-                "SHA-512" => hex(&sha2::Sha512::digest(data.as_bytes())),
-                other => {
-                    return Err(format!(
-                        "{name}: `{other}` is not MD5, SHA-1, SHA-256, SHA-384 or SHA-512"
-                    ))
-                }
-            };
+            let algorithm = as_str(name, &args[1])?;
+            let out = hash_hex(&data, algorithm).ok_or_else(|| {
+                format!("{name}: `{algorithm}` is not MD5, SHA-1, SHA-256, SHA-384 or SHA-512")
+            })?;
             Ok(Value::String(out))
         }
         "States.JsonMerge" => {
@@ -424,7 +434,8 @@ mod tests {
     use serde_json::json;
 
     fn eval(text: &str, input: Value) -> Result<Value, String> {
-        Call::parse(text)?.eval(&input, &json!({"Execution": {"Name": "e1"}}))
+        let ctx = json!({"Execution": {"Name": "e1"}});
+        Call::parse(text)?.eval(&input, &crate::path::Env::context_only(&ctx))
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod choice;
 pub mod definition;
 pub mod exec;
 pub mod intrinsics;
+pub mod jsonata;
 pub mod mocks;
 pub mod path;
 

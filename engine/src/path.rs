@@ -22,20 +22,127 @@ struct Filter {
     op: Option<(String, Value)>,
 }
 
+/// Where a path starts: the state's input (`$`), the context object (`$$`)
+/// or a workflow variable (`$name`).
+#[derive(Debug, Clone, PartialEq)]
+enum Root {
+    Input,
+    Context,
+    Variable(String),
+}
+
 /// A parsed path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
     text: String,
-    context: bool,
+    root: Root,
     segments: Vec<Segment>,
+}
+
+/// Workflow variables, by name.
+pub trait Lookup: Sync {
+    fn lookup(&self, name: &str) -> Option<Value>;
+}
+
+impl Lookup for Map<String, Value> {
+    fn lookup(&self, name: &str) -> Option<Value> {
+        self.get(name).cloned()
+    }
+}
+
+/// What a path reads besides the state's input: the context object and the
+/// workflow variables in scope.
+#[derive(Clone, Copy)]
+pub struct Env<'a> {
+    pub context: &'a Value,
+    pub vars: &'a dyn Lookup,
+}
+
+/// No variables (for places that have none, and tests).
+pub static NO_VARIABLES: std::sync::LazyLock<Map<String, Value>> =
+    std::sync::LazyLock::new(Map::new);
+
+impl<'a> Env<'a> {
+    pub fn new(context: &'a Value, vars: &'a dyn Lookup) -> Env<'a> {
+        Env { context, vars }
+    }
+
+    /// The context object alone, without variables.
+    pub fn context_only(context: &'a Value) -> Env<'a> {
+        Env {
+            context,
+            vars: &*NO_VARIABLES,
+        }
+    }
+}
+
+/// Why a path selected nothing usable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathError {
+    /// A definite path found nothing in `input` (abbreviated).
+    Missing { path: String, input: String },
+    /// A `$name` path names a variable no state has assigned.
+    Undefined { path: String, name: String },
+    /// Anything else (a slice that overflows).
+    Invalid(String),
+}
+
+impl PathError {
+    /// AWS's wording, with the field that holds the path.
+    pub fn for_field(&self, field: &str) -> String {
+        match self {
+            PathError::Missing { path, input } => format!(
+                "The JSONPath '{path}' specified for the field '{field}' could not be found in the input '{input}'"
+            ),
+            PathError::Undefined { path, name } => format!(
+                "The JSONPath '{path}' specified for the field '{field}' refers to the variable '{name}', which no state has assigned"
+            ),
+            PathError::Invalid(e) => format!("The field '{field}': {e}"),
+        }
+    }
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathError::Missing { path, input } => write!(
+                f,
+                "the JSONPath `{path}` could not be found in the input {input}"
+            ),
+            PathError::Undefined { path, name } => write!(
+                f,
+                "`{path}` refers to the variable `${name}`, which no state has assigned"
+            ),
+            PathError::Invalid(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<PathError> for String {
+    fn from(e: PathError) -> String {
+        e.to_string()
+    }
 }
 
 impl Path {
     pub fn parse(text: &str) -> Result<Path, String> {
-        let (context, rest) = if let Some(r) = text.strip_prefix("$$") {
-            (true, r)
+        let (root, rest) = if let Some(r) = text.strip_prefix("$$") {
+            (Root::Context, r)
         } else if let Some(r) = text.strip_prefix('$') {
-            (false, r)
+            let name_len: usize = r
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .map(char::len_utf8)
+                .sum();
+            if name_len == 0 {
+                (Root::Input, r)
+            } else if r.starts_with(|c: char| c.is_ascii_digit()) {
+                return Err(format!(
+                    "`{text}`: a variable name cannot start with a digit"
+                ));
+            } else {
+                (Root::Variable(r[..name_len].to_string()), &r[name_len..])
+            }
         } else {
             return Err(format!(
                 "`{text}` is not a path: paths start with `$` or `$$`"
@@ -44,7 +151,7 @@ impl Path {
         let segments = parse_segments(rest, 0).map_err(|e| format!("`{text}`: {e}"))?;
         Ok(Path {
             text: text.to_string(),
-            context,
+            root,
             segments,
         })
     }
@@ -54,7 +161,33 @@ impl Path {
     }
 
     pub fn is_context(&self) -> bool {
-        self.context
+        self.root == Root::Context
+    }
+
+    /// The variable a `$name...` path reads.
+    pub fn variable(&self) -> Option<&str> {
+        match &self.root {
+            Root::Variable(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The path in bracket notation, as AWS's messages write it:
+    /// `$['a']['b'][0]`.
+    pub fn bracketed(&self) -> String {
+        let mut out = match &self.root {
+            Root::Input => "$".to_string(),
+            Root::Context => "$$".to_string(),
+            Root::Variable(n) => format!("${n}"),
+        };
+        for s in &self.segments {
+            match s {
+                Segment::Child(n) => out.push_str(&format!("['{n}']")),
+                Segment::Index(i) => out.push_str(&format!("[{i}]")),
+                _ => return self.text.clone(),
+            }
+        }
+        out
     }
 
     /// A definite path selects at most one value (no wildcards, slices,
@@ -65,29 +198,56 @@ impl Path {
             .all(|s| matches!(s, Segment::Child(_) | Segment::Index(_)))
     }
 
-    /// Selects from `input` (or `context` for `$$` paths). A definite path
-    /// gives its value or an error naming the path; an indefinite one gives
-    /// the array of every match.
-    pub fn select(&self, input: &Value, context: &Value) -> Result<Value, String> {
-        let root = if self.context { context } else { input };
-        let found =
-            select_all(root, &self.segments).map_err(|e| format!("`{}`: {e}", self.text))?;
+    fn variable_value(&self, name: &str, env: &Env) -> Result<Value, PathError> {
+        env.vars.lookup(name).ok_or_else(|| PathError::Undefined {
+            path: self.text.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Selects from `input`, the context object (`$$`) or a variable
+    /// (`$name`). A definite path gives its value or an error naming the
+    /// path; an indefinite one gives the array of every match.
+    pub fn select(&self, input: &Value, env: &Env) -> Result<Value, PathError> {
+        let owned;
+        let root = match &self.root {
+            Root::Input => input,
+            Root::Context => env.context,
+            Root::Variable(name) => {
+                owned = self.variable_value(name, env)?;
+                &owned
+            }
+        };
+        let found = select_all(root, &self.segments)
+            .map_err(|e| PathError::Invalid(format!("`{}`: {e}", self.text)))?;
         if self.is_definite() {
-            found.into_iter().next().cloned().ok_or_else(|| {
-                format!(
-                    "the JSONPath `{}` could not be found in the input {}",
-                    self.text,
-                    abbreviate(root)
-                )
-            })
+            found
+                .into_iter()
+                .next()
+                .cloned()
+                .ok_or_else(|| PathError::Missing {
+                    path: self.text.clone(),
+                    input: abbreviate(root),
+                })
         } else {
             Ok(Value::Array(found.into_iter().cloned().collect()))
         }
     }
 
     /// Whether the path selects something (for `IsPresent`).
-    pub fn exists(&self, input: &Value, context: &Value) -> Result<bool, String> {
-        let root = if self.context { context } else { input };
+    pub fn exists(&self, input: &Value, env: &Env) -> Result<bool, String> {
+        let owned;
+        let root = match &self.root {
+            Root::Input => input,
+            Root::Context => env.context,
+            Root::Variable(name) => match self.variable_value(name, env) {
+                Ok(v) => {
+                    owned = v;
+                    &owned
+                }
+                Err(_) => return Ok(false),
+            },
+        };
         select_all(root, &self.segments)
             .map(|found| !found.is_empty())
             .map_err(|e| format!("`{}`: {e}", self.text))
@@ -96,9 +256,9 @@ impl Path {
     /// Writes `value` at this (reference) path inside `target`, creating
     /// objects on the way, as `ResultPath` does.
     pub fn set(&self, target: Value, value: Value) -> Result<Value, String> {
-        if self.context {
+        if self.root != Root::Input {
             return Err(format!(
-                "`{}`: ResultPath cannot write to the context object",
+                "`{}`: ResultPath writes into the state's input (`$...`), not the context object or a variable",
                 self.text
             ));
         }
@@ -438,9 +598,11 @@ mod tests {
     use serde_json::json;
 
     fn sel(path: &str, input: &Value) -> Result<Value, String> {
+        let ctx = json!({"Execution": {"Id": "x"}});
         Path::parse(path)
             .unwrap()
-            .select(input, &json!({"Execution": {"Id": "x"}}))
+            .select(input, &Env::context_only(&ctx))
+            .map_err(String::from)
     }
 
     #[test]

@@ -11,7 +11,7 @@ use stevedore_domain::run::RunRecord;
 use stevedore_domain::task::TaskDescription;
 use stevedore_domain::JobSpec;
 use stevedore_engine::intrinsics::Call;
-use stevedore_engine::path::Path;
+use stevedore_engine::path::{Env, Path};
 use stevedore_engine::{Definition, Engine, Failure, Resources, Status, TaskCall};
 
 use crate::gen::Gen;
@@ -193,8 +193,12 @@ fn check_jsonpath(input: &Value) -> Result<(), String> {
         return Ok(());
     };
     let ctx = json!({"Execution": {"Id": "arn:x", "Name": "e"}, "State": {"Name": "s"}});
-    let selected = path.select(&input["input"], &ctx);
-    let exists = path.exists(&input["input"], &ctx);
+    // `$v...` paths read a variable that holds the input too.
+    let mut vars = Map::new();
+    vars.insert("v".into(), input["input"].clone());
+    let env = Env::new(&ctx, &vars);
+    let selected = path.select(&input["input"], &env);
+    let exists = path.exists(&input["input"], &env);
     if path.is_definite() {
         if let (Ok(_), Ok(false)) = (&selected, &exists) {
             return Err(format!("`{text}` selects a value that does not exist"));
@@ -207,7 +211,7 @@ fn check_jsonpath(input: &Value) -> Result<(), String> {
     if path.is_definite() && !path.is_context() {
         if let Ok(out) = path.set(input["input"].clone(), input["write"].clone()) {
             // What was written is what the path now selects.
-            if path.select(&out, &ctx).ok().as_ref() != Some(&input["write"]) {
+            if path.select(&out, &env).ok().as_ref() != Some(&input["write"]) {
                 return Err(format!("`{text}` does not select what it wrote"));
             }
         }
@@ -293,7 +297,8 @@ fn check_intrinsic(input: &Value) -> Result<(), String> {
     let Ok(call) = Call::parse(text) else {
         return Ok(());
     };
-    let _ = call.eval(&input["input"], &json!({"Execution": {"Name": "e"}}));
+    let ctx = json!({"Execution": {"Name": "e"}});
+    let _ = call.eval(&input["input"], &Env::context_only(&ctx));
     Ok(())
 }
 
