@@ -9,7 +9,13 @@ use time::OffsetDateTime;
 use crate::definition::{Operand, Rule};
 use crate::path::Env;
 
+/// A timestamp as the States Language requires it: RFC 3339 with an
+/// uppercase `T` between date and time and an uppercase `Z` when there is
+/// no numeric offset (`2016-03-14T01:59:00Z`, `2016-03-14T01:59:00.5+01:00`).
 pub fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
+    if s.as_bytes().get(10) != Some(&b'T') || s.ends_with('z') {
+        return None;
+    }
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 

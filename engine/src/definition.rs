@@ -291,6 +291,10 @@ struct Checker {
     lang: QueryLanguage,
     /// The state machine's (a branch inherits the machine's).
     machine_lang: QueryLanguage,
+    /// Every variable some `Assign` sets, and every JSONPath reference to
+    /// one (state, field, name): a name nothing assigns is a mistake.
+    assigned: BTreeSet<String>,
+    references: Vec<(String, String, String)>,
 }
 
 /// Fields only JSONPath states have.
@@ -363,10 +367,30 @@ impl Checker {
         }
     }
 
+    fn reference(&mut self, state: &str, field: &str, p: &Path) {
+        if let Some(name) = p.variable() {
+            self.references
+                .push((state.to_string(), field.to_string(), name.to_string()));
+        }
+    }
+
+    fn call_references(&mut self, state: &str, field: &str, c: &Call) {
+        for a in &c.args {
+            match a {
+                crate::intrinsics::Arg::Path(p) => self.reference(state, field, p),
+                crate::intrinsics::Arg::Call(inner) => self.call_references(state, field, inner),
+                crate::intrinsics::Arg::Literal(_) => {}
+            }
+        }
+    }
+
     fn path(&mut self, state: &str, field: &str, v: Option<&Value>) -> Option<Path> {
         match v? {
             Value::String(s) => match Path::parse(s) {
-                Ok(p) => Some(p),
+                Ok(p) => {
+                    self.reference(state, field, &p);
+                    Some(p)
+                }
                 Err(e) => {
                     self.err(state, field, e);
                     None
@@ -442,6 +466,7 @@ impl Checker {
             if let Err(e) = variable_name(name) {
                 self.err(state, &format!("{field}.{key}"), e);
             }
+            self.assigned.insert(name.to_string());
         }
         Some(match self.lang {
             QueryLanguage::JsonPath => self.template(state, field, v),
@@ -489,12 +514,18 @@ impl Checker {
                         };
                         if is_intrinsic(s) {
                             match Call::parse(s) {
-                                Ok(c) => out.push((key.to_string(), TemplateValue::Call(c))),
+                                Ok(c) => {
+                                    self.call_references(state, &format!("{field}.{k}"), &c);
+                                    out.push((key.to_string(), TemplateValue::Call(c)))
+                                }
                                 Err(e) => self.err(state, &format!("{field}.{k}"), e),
                             }
                         } else {
                             match Path::parse(s) {
-                                Ok(p) => out.push((key.to_string(), TemplateValue::Path(p))),
+                                Ok(p) => {
+                                    self.reference(state, &format!("{field}.{k}"), &p);
+                                    out.push((key.to_string(), TemplateValue::Path(p)))
+                                }
                                 Err(e) => self.err(state, &format!("{field}.{k}"), e),
                             }
                         }
@@ -517,7 +548,7 @@ impl Checker {
             Some(Value::Null) => Some(ResultPath::Discard),
             Some(v) => {
                 let p = self.path(state, "ResultPath", Some(v))?;
-                if !p.is_definite() || p.is_context() {
+                if !p.is_definite() || p.is_context() || p.variable().is_some() {
                     self.err(
                         state,
                         "ResultPath",
@@ -976,7 +1007,10 @@ impl Checker {
                 None
             }
             (None, Some(Value::String(s))) if is_intrinsic(s) => match Call::parse(s) {
-                Ok(c) => Some(Text::Call(c)),
+                Ok(c) => {
+                    self.call_references(state, &path_key, &c);
+                    Some(Text::Call(c))
+                }
                 Err(e) => {
                     self.err(state, &path_key, e);
                     None
@@ -1700,8 +1734,19 @@ impl Definition {
             problems: Vec::new(),
             lang: QueryLanguage::JsonPath,
             machine_lang: QueryLanguage::JsonPath,
+            assigned: BTreeSet::new(),
+            references: Vec::new(),
         };
         let def = c.machine(v, "");
+        for (state, field, name) in std::mem::take(&mut c.references) {
+            if !c.assigned.contains(&name) {
+                c.err(
+                    &state,
+                    &field,
+                    format!("`${name}` is a variable that no state's `Assign` sets"),
+                );
+            }
+        }
         match def {
             Some(d) if c.problems.is_empty() => Ok(d),
             _ => Err(DefinitionError(c.problems)),

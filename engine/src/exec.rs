@@ -312,6 +312,8 @@ impl Engine {
                 "StartTime": fmt(self.now()),
                 "Input": input,
                 "RoleArn": format!("arn:aws:iam::{}:role/stevedore-local", self.account),
+                // A local execution is never redriven.
+                "RedriveCount": 0,
             }),
             state_machine: json!({
                 "Id": format!("arn:aws:states:{}:{}:stateMachine:{state_machine}", self.region, self.account),

@@ -215,6 +215,18 @@ fn as_int(name: &str, v: &Value) -> Result<i64, String> {
         .ok_or_else(|| format!("{name}: expected an integer, got {v}"))
 }
 
+/// A number rounded to an integer as Step Functions' MathAdd does (Java's
+/// `Math.round`: halves go up, so 1.5 is 2 and -1.5 is -1).
+fn rounded(name: &str, v: &Value) -> Result<i64, String> {
+    if let Some(i) = v.as_i64() {
+        return Ok(i);
+    }
+    match v.as_f64() {
+        Some(f) if f.is_finite() && f.abs() < 9.2e18 => Ok((f + 0.5).floor() as i64),
+        _ => Err(format!("{name}: expected a number, got {v}")),
+    }
+}
+
 fn as_array<'a>(name: &str, v: &'a Value) -> Result<&'a Vec<Value>, String> {
     v.as_array()
         .ok_or_else(|| format!("{name}: expected an array, got {v}"))
@@ -404,7 +416,7 @@ fn apply(name: &str, args: &[Value]) -> Result<Value, String> {
         }
         "States.MathAdd" => {
             want_n(name, args, 2)?;
-            let (a, b) = (as_int(name, &args[0])?, as_int(name, &args[1])?);
+            let (a, b) = (rounded(name, &args[0])?, rounded(name, &args[1])?);
             a.checked_add(b).map(Value::from).ok_or_else(|| {
                 format!("{name}: {a} + {b} is outside the range of a 64-bit integer")
             })
