@@ -100,7 +100,10 @@ async fn a_task_gets_its_arguments_and_output_reads_the_result() {
         echo.clone(),
     )
     .await;
-    assert_eq!(echo.calls.lock().unwrap()[0], json!({"id": "x7", "fixed": 1}));
+    assert_eq!(
+        echo.calls.lock().unwrap()[0],
+        json!({"id": "x7", "fixed": 1})
+    );
     assert_eq!(output(&o), json!({"got": "x7", "input": {"id": "x7"}}));
     // Without Output, a task's output is its result; without Arguments, its
     // input is the state's input.
@@ -147,7 +150,11 @@ async fn choice_conditions_with_the_rule_s_or_the_state_s_output() {
     );
     // A condition that is not a boolean is an error, not a match.
     let o = run(def, json!({"n": "eleven"})).await;
-    failed(&o, "States.QueryEvaluationError", "threw an error during evaluation");
+    failed(
+        &o,
+        "States.QueryEvaluationError",
+        "threw an error during evaluation",
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -202,8 +209,10 @@ async fn map_items_selector_concurrency_and_tolerance() {
     );
     // Items that are not an array: AWS's message.
     let o = run(
-        one(json!({"Type": "Map", "End": true, "Items": "{% $states.input %}",
-            "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Pass", "End": true}}}})),
+        one(
+            json!({"Type": "Map", "End": true, "Items": "{% $states.input %}",
+            "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Pass", "End": true}}}}),
+        ),
         json!({"not": "a list"}),
     )
     .await;
@@ -214,9 +223,11 @@ async fn map_items_selector_concurrency_and_tolerance() {
     );
     // One failure in three is tolerated with a count of 1, not with 0.
     let map = |count: Value| {
-        one(json!({"Type": "Map", "End": true, "Items": [{"ok": 1}, {"fail": "Bad"}, {"ok": 3}],
+        one(
+            json!({"Type": "Map", "End": true, "Items": [{"ok": 1}, {"fail": "Bad"}, {"ok": 3}],
             "ToleratedFailureCount": count,
-            "ItemProcessor": {"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "echo", "End": true}}}}))
+            "ItemProcessor": {"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "echo", "End": true}}}}),
+        )
     };
     let o = run(map(json!(1)), json!({})).await;
     assert_eq!(
@@ -238,9 +249,17 @@ async fn jsonpath_map_tolerates_failures_by_percentage_and_path() {
         json!({"StartAt": "S", "States": {"S": state}})
     };
     let input = json!({"items": [{"fail": "A"}, {"ok": 1}, {"ok": 2}, {"ok": 3}], "pct": 25});
-    let o = run(map(json!({"ToleratedFailurePercentage": 25})), input.clone()).await;
+    let o = run(
+        map(json!({"ToleratedFailurePercentage": 25})),
+        input.clone(),
+    )
+    .await;
     assert_eq!(output(&o).as_array().unwrap().len(), 4);
-    let o = run(map(json!({"ToleratedFailurePercentage": 20})), input.clone()).await;
+    let o = run(
+        map(json!({"ToleratedFailurePercentage": 20})),
+        input.clone(),
+    )
+    .await;
     failed(&o, "States.ExceedToleratedFailureThreshold", "1 of 4");
     let o = run(
         map(json!({"ToleratedFailurePercentagePath": "$.pct"})),
@@ -361,8 +380,10 @@ async fn task_timeout_from_an_expression() {
             Ok(json!({}))
         }
     }
-    let def = Definition::from_value(&one(json!({"Type": "Task", "Resource": "slow", "End": true,
-        "TimeoutSeconds": "{% $states.input.t %}"})))
+    let def = Definition::from_value(&one(
+        json!({"Type": "Task", "Resource": "slow", "End": true,
+        "TimeoutSeconds": "{% $states.input.t %}"}),
+    ))
     .unwrap();
     let start = Instant::now();
     let o = Engine::new(Arc::new(Slow))
@@ -413,7 +434,9 @@ fn each_language_rejects_the_other_s_fields_and_bad_expressions() {
         "its states cannot use JSONPath",
     );
     rejected(
-        one(json!({"Type": "Choice", "Choices": [{"Variable": "$.x", "IsPresent": true, "Next": "S"}], "Default": "S"})),
+        one(
+            json!({"Type": "Choice", "Choices": [{"Variable": "$.x", "IsPresent": true, "Next": "S"}], "Default": "S"}),
+        ),
         "Choices[0].Condition: is required",
     );
     rejected(
@@ -421,8 +444,10 @@ fn each_language_rejects_the_other_s_fields_and_bad_expressions() {
         "QueryLanguage: \"YAML\" is not JSONPath or JSONata",
     );
     rejected(
-        one(json!({"Type": "Map", "End": true, "ItemReader": {"Resource": "arn:aws:states:::s3:getObject"},
-            "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Pass", "End": true}}}})),
+        one(
+            json!({"Type": "Map", "End": true, "ItemReader": {"Resource": "arn:aws:states:::s3:getObject"},
+            "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Pass", "End": true}}}}),
+        ),
         "ItemReader: is a distributed Map feature",
     );
 }

@@ -131,7 +131,10 @@ async fn branches_and_iterations_read_outer_variables_and_keep_their_own() {
     let out = output(&o);
     // Each iteration sees its own `x` and `mine`; the outer `x` is untouched.
     assert_eq!(out["x"], json!(42));
-    assert_eq!(out["map"], json!([{"x": 0, "mine": 1}, {"x": 0, "mine": 2}]));
+    assert_eq!(
+        out["map"],
+        json!([{"x": 0, "mine": 1}, {"x": 0, "mine": 2}])
+    );
     assert_eq!(out["parallel"][0], json!({"x": 42}));
     let o = run(
         json!({"StartAt": "Set", "States": {
@@ -149,7 +152,10 @@ async fn branches_and_iterations_read_outer_variables_and_keep_their_own() {
     assert_eq!(o.status, Status::Failed, "{o:?}");
     assert_eq!(o.error.as_deref(), Some("States.Runtime"));
     let cause = o.cause.unwrap();
-    assert!(cause.contains("'Outside'") && cause.contains("inner"), "{cause}");
+    assert!(
+        cause.contains("'Outside'") && cause.contains("inner"),
+        "{cause}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -173,9 +179,7 @@ async fn variables_are_limited_in_size() {
 
 #[test]
 fn names_and_references_are_checked_with_the_definition() {
-    let pass = |assign: Value| {
-        json!({"StartAt": "P", "States": {"P": {"Type": "Pass", "Assign": assign, "End": true}}})
-    };
+    let pass = |assign: Value| json!({"StartAt": "P", "States": {"P": {"Type": "Pass", "Assign": assign, "End": true}}});
     rejected(pass(json!({"1st": 1})), "cannot start with a digit");
     rejected(pass(json!({"states": 1})), "`states` is reserved");
     rejected(pass(json!({"my-var": 1})), "letters, digits and `_` only");

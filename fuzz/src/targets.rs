@@ -54,6 +54,11 @@ pub fn all() -> Vec<Target> {
             generate: alert,
             check: check_alert,
         },
+        Target {
+            name: "jsonata",
+            generate: jsonata,
+            check: check_jsonata,
+        },
     ]
 }
 
@@ -302,6 +307,188 @@ fn check_intrinsic(input: &Value) -> Result<(), String> {
     Ok(())
 }
 
+// ---- JSONata expressions ------------------------------------------------------
+
+const JSONATA_ATOMS: &[&str] = &[
+    "$states.input",
+    "$states.input.a",
+    "$states.input.a[0]",
+    "$states.input.items.n",
+    "$states.context.Execution.Name",
+    "$v",
+    "$v.deep.er",
+    "$",
+    "a.b",
+    "*",
+    "**",
+    "%",
+    "1",
+    "-1.5e300",
+    "1e400",
+    "'text'",
+    "\"\\u0041\"",
+    "true",
+    "null",
+    "[]",
+    "{}",
+    "[1..5]",
+    "[0..9999999]",
+    "/a+/i",
+    "function($x){$x * 2}",
+    "$x",
+];
+
+const JSONATA_FUNCTIONS: &[&str] = &[
+    "$sum",
+    "$count",
+    "$string",
+    "$number",
+    "$length",
+    "$uppercase",
+    "$substring",
+    "$split",
+    "$join",
+    "$map",
+    "$filter",
+    "$reduce",
+    "$sort",
+    "$reverse",
+    "$keys",
+    "$merge",
+    "$append",
+    "$exists",
+    "$not",
+    "$boolean",
+    "$round",
+    "$power",
+    "$sqrt",
+    "$abs",
+    "$distinct",
+    "$partition",
+    "$range",
+    "$hash",
+    "$random",
+    "$parse",
+    "$uuid",
+    "$lookup",
+    "$each",
+    "$formatNumber",
+    "$average",
+    "$type",
+    "$eval",
+    "$now",
+    "$fromMillis",
+    "$error",
+    "$assert",
+    "$replace",
+    "$match",
+    "$contains",
+    "$zip",
+    "$single",
+    "$spread",
+    "$sift",
+];
+
+const JSONATA_OPERATORS: &[&str] = &[
+    "+", "-", "*", "/", "%", "=", "!=", "<", "<=", ">", ">=", "&", "and", "or", "in", "~>", ".",
+    "..", "??", "?:",
+];
+
+fn jsonata_text(g: &mut Gen, depth: usize) -> String {
+    if depth > 6 {
+        return g.pick(JSONATA_ATOMS).to_string();
+    }
+    match g.below(10) {
+        0 | 1 => g.pick(JSONATA_ATOMS).to_string(),
+        2 => g.int().to_string(),
+        3 => format!("'{}'", g.string().replace('\'', "")),
+        4 => {
+            let f = g.pick(JSONATA_FUNCTIONS).to_string();
+            let args: Vec<String> = (0..g.below(4))
+                .map(|_| jsonata_text(g, depth + 1))
+                .collect();
+            format!("{f}({})", args.join(", "))
+        }
+        5 => format!(
+            "{} {} {}",
+            jsonata_text(g, depth + 1),
+            g.pick(JSONATA_OPERATORS),
+            jsonata_text(g, depth + 1)
+        ),
+        6 => format!(
+            "{}[{}]",
+            jsonata_text(g, depth + 1),
+            jsonata_text(g, depth + 1)
+        ),
+        7 => format!(
+            "{{{}: {}}}",
+            jsonata_text(g, depth + 1),
+            jsonata_text(g, depth + 1)
+        ),
+        8 => format!(
+            "({} ? {} : {})",
+            jsonata_text(g, depth + 1),
+            jsonata_text(g, depth + 1),
+            jsonata_text(g, depth + 1)
+        ),
+        _ => format!(
+            "($x := {}; {})",
+            jsonata_text(g, depth + 1),
+            jsonata_text(g, depth + 1)
+        ),
+    }
+}
+
+fn jsonata(g: &mut Gen) -> Value {
+    let mut text = jsonata_text(g, 0);
+    if g.chance(0.2) {
+        // Damage it: cut it, or repeat a piece of it.
+        let cut = g.below(text.len() + 1);
+        let mut end = cut;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if g.chance(0.5) {
+            text.truncate(end);
+        } else {
+            let piece = text[..end].to_string();
+            text = piece.repeat(1 + g.below(50)) + &text[end..];
+        }
+    }
+    json!({
+        "expr": text,
+        "input": {"a": [1, 2, "x"], "items": [{"n": 1}, {"n": 2}], "s": g.string()},
+        "v": g.value(3),
+    })
+}
+
+fn check_jsonata(input: &Value) -> Result<(), String> {
+    let Some(expr) = input["expr"].as_str() else {
+        return Ok(());
+    };
+    let _ = stevedore_engine::jsonata::check(expr);
+    let mut vars = Map::new();
+    vars.insert("v".into(), input["v"].clone());
+    let states = json!({"input": input["input"], "context": {"Execution": {"Name": "e"}}});
+    let first = stevedore_engine::jsonata::eval(expr, &states, &vars);
+    // What comes back is JSON within the engine's nesting limit, and (for
+    // an expression without randomness or the clock) the same every time.
+    if let Ok(v) = &first {
+        let text = serde_json::to_string(v).map_err(|e| e.to_string())?;
+        serde_json::from_str::<Value>(&text)
+            .map_err(|e| format!("`{expr}` gave JSON that does not read back: {e}"))?;
+    }
+    let random = ["$random", "$uuid", "$now", "$millis", "U1001"];
+    let timed_out = matches!(&first, Err(stevedore_engine::jsonata::Problem::Threw(e)) if e.starts_with("U1001"));
+    if !random.iter().any(|r| expr.contains(r)) && !timed_out {
+        let second = stevedore_engine::jsonata::eval(expr, &states, &vars);
+        if first != second {
+            return Err(format!("`{expr}` gave {first:?}, then {second:?}"));
+        }
+    }
+    Ok(())
+}
+
 // ---- definitions and executions -------------------------------------------
 
 const STATE_NAMES: &[&str] = &["A", "B", "C", "D", "E"];
@@ -370,6 +557,38 @@ fn state(g: &mut Gen, depth: usize) -> Value {
     }
     if g.chance(0.2) {
         s["InputPath"] = json!(path_text(g, 0));
+    }
+    if !matches!(kind.as_str(), "Succeed" | "Fail") && g.chance(0.3) {
+        s["Assign"] = json!({"v": g.value(1), "w.$": path_text(g, 0)});
+    }
+    if g.chance(0.2) {
+        // The same state in JSONata: the JSONPath fields become expressions.
+        s["QueryLanguage"] = json!("JSONata");
+        for f in [
+            "InputPath",
+            "OutputPath",
+            "Parameters",
+            "ResultPath",
+            "ResultSelector",
+            "ItemsPath",
+        ] {
+            s.as_object_mut().map(|o| o.remove(f));
+        }
+        if s.get("Assign").is_some() {
+            s["Assign"] = json!({"v": format!("{{% {} %}}", jsonata_text(g, 3))});
+        }
+        if !matches!(kind.as_str(), "Fail") {
+            s["Output"] = json!({"o": format!("{{% {} %}}", jsonata_text(g, 2)), "k": g.value(1)});
+        }
+        if kind == "Map" {
+            s["Items"] = json!(format!(
+                "{{% {} %}}",
+                g.pick(&["$states.input.a", "$states.input", "[1,2]", "$v"])
+            ));
+        }
+        if kind == "Choice" {
+            s["Choices"] = json!([{"Condition": format!("{{% {} %}}", jsonata_text(g, 3)), "Next": g.pick(STATE_NAMES)}]);
+        }
     }
     s
 }
@@ -492,7 +711,19 @@ fn check_execution(input: &Value) -> Result<(), String> {
     }
     match outcome.status {
         Status::Succeeded if outcome.output.is_none() => Err("a success without output".into()),
-        Status::Failed if outcome.error.is_none() => Err("a failure without an error".into()),
+        // Only a Fail state without an Error ends an execution without one
+        // (AWS reports it as null).
+        Status::Failed if outcome.error.is_none() => {
+            let n = outcome.history.len();
+            let by_fail_state = n >= 2
+                && outcome.history[n - 2].kind == "FailStateEntered"
+                && outcome.history[n - 2].details["Error"] == "";
+            if by_fail_state {
+                Ok(())
+            } else {
+                Err("a failure without an error".into())
+            }
+        }
         _ => Ok(()),
     }
 }
