@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Re-runs every benchmark of BENCHMARKS.md on this machine and prints the
 # tables (markdown). Nothing here is a test: benchmarks report, tests assert.
-# usage: bash scripts/bench.sh [cost|handlers|latency|scale|coldstart|size]...   (default: all)
+# usage: bash scripts/bench.sh [cost|handlers|latency|scale|coldstart|size|engine]...   (default: all)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 need cargo "the Rust toolchain"
 what=("$@")
-[ ${#what[@]} -gt 0 ] || what=(machine cost handlers latency scale coldstart size)
+[ ${#what[@]} -gt 0 ] || what=(machine cost handlers latency scale coldstart size engine)
 # 1,000 concurrent runs hold a few thousand pipes and files.
 [ "$(ulimit -n)" -ge 8192 ] || ulimit -n 8192 2>/dev/null || true
 
@@ -25,6 +25,12 @@ for w in "${what[@]}"; do
     handlers) echo "## handlers"; "$bench" handlers --iterations 20000 ;;
     latency) echo "## latency"; "$bench" latency --runs 20 ;;
     scale) echo "## scale"; "$bench" scale --runs 1000 ;;
+    engine)
+      echo "## engine"
+      cases="$ROOT/../shared/asl-conformance/cases"
+      if [ -d "$cases" ]; then "$bench" engine --cases "$cases" --repeat 20
+      else echo "(no ASL conformance sample at $cases: skipped)"; fi
+      ;;
     coldstart)
       echo "## coldstart"
       ensure_moto   # its venv has boto3, for the Python comparison

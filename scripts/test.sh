@@ -26,6 +26,18 @@ say "the simulation: 2,000 more seeds (cargo test ran seeds 1-1000)"
 bash "$ROOT/scripts/simulate.sh" --seeds 2000 --first 1001
 say "fuzzing every outside input for 30 s (bash scripts/fuzz.sh --seconds N for longer)"
 bash "$ROOT/scripts/fuzz.sh" --seconds 30
+conformance=${STEVEDORE_ASL_CONFORMANCE:-$ROOT/../shared/asl-conformance}
+if [ -f "$conformance/run.py" ]; then
+  say "stevedore exec against the executions recorded on AWS ($conformance)"
+  report=$(mktemp)
+  cargo build --quiet --locked -p stevedore-cli
+  python3 "$conformance/run.py" --virtual-time -j 2 --report "$report" \
+    --runner "$CARGO_TARGET_DIR/debug/stevedore exec {definition} --input {input} --json" 2>/dev/null | tail -n 2
+  grep -q "^agreement: 100.0%" "$report" || { grep -v '^PASS' "$report" >&2; die "stevedore exec disagrees with AWS (report: $report)"; }
+  rm -f "$report"
+else
+  say "no ASL conformance sample at $conformance (set STEVEDORE_ASL_CONFORMANCE): skipped"
+fi
 say "the README's first command: stevedore run examples/jobs/hello.json, then runs list"
 smoke_home=$(mktemp -d)
 STEVEDORE_HOME=$smoke_home bash "$ROOT/scripts/stevedore" run --quiet examples/jobs/hello.json

@@ -3,6 +3,8 @@
 //! `runTask.sync`), all run by the same engine on virtual time, with every
 //! billable call counted.
 
+pub mod engine;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

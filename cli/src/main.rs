@@ -52,6 +52,18 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Run any state machine definition locally (what Step Functions Local did).
+    ///
+    /// Supported: every state type; JSONPath (InputPath, Parameters,
+    /// ResultSelector, ResultPath, OutputPath, intrinsic functions) and
+    /// JSONata (QueryLanguage, Arguments, Output, Condition, Items, {% %}
+    /// expressions, $states, $partition/$range/$hash/$random/$uuid/$parse);
+    /// workflow variables (Assign, $name); Retry and Catch; Map tolerated
+    /// failures; task tokens and timeouts; AWS's quotas and error texts.
+    /// Not supported (rejected before running): distributed Map's
+    /// ItemReader, ItemBatcher and ResultWriter, Credentials; JSONata
+    /// functions the jsonata-rs crate lacks ($formatNumber, $average, $type,
+    /// $eval, ...; an error naming them). Tasks call Stevedore's functions,
+    /// or answer from --mocks.
     Exec(ExecArgs),
 }
 

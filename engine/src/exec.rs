@@ -545,6 +545,25 @@ impl crate::path::Lookup for Scope<'_> {
     }
 }
 
+/// What `$states` holds for an expression: the state's input, and its
+/// result or error output where there is one (the context comes from
+/// [`At`]).
+#[derive(Clone, Copy)]
+struct States<'v> {
+    input: &'v Value,
+    result: Option<&'v Value>,
+    error_output: Option<&'v Value>,
+}
+
+impl States<'static> {
+    /// For JSONPath fields, which never read `$states`.
+    const NONE: States<'static> = States {
+        input: &Value::Null,
+        result: None,
+        error_output: None,
+    };
+}
+
 /// One state's activation: its name, the id of its `...StateEntered`
 /// event, its context object and the variables it sees.
 struct At<'s> {
@@ -574,22 +593,47 @@ impl<'s> At<'s> {
         self.error("States.Runtime", detail)
     }
 
-    /// `$states` for a JSONata expression.
-    fn states(&self, input: &Value, result: Option<&Value>, error_output: Option<&Value>) -> Value {
+    /// `$states` for a JSONata expression (built only when one runs).
+    fn states<'v>(
+        &self,
+        input: &'v Value,
+        result: Option<&'v Value>,
+        error_output: Option<&'v Value>,
+    ) -> States<'v> {
+        States {
+            input,
+            result,
+            error_output,
+        }
+    }
+
+    /// `$states` as an expression reads it: only the members it names (the
+    /// context object holds the whole execution input, and converting it
+    /// for every expression would cost more than most expressions).
+    fn states_value(&self, expr: &str, s: &States) -> Value {
+        let whole = expr
+            .match_indices("$states")
+            .any(|(i, _)| !expr[i + "$states".len()..].starts_with('.'));
+        let wants = |member: &str| whole || expr.contains(member);
         let mut m = Map::new();
-        m.insert("input".into(), input.clone());
-        if let Some(r) = result {
+        if wants("input") {
+            m.insert("input".into(), s.input.clone());
+        }
+        if let (true, Some(r)) = (wants("result"), s.result) {
             m.insert("result".into(), r.clone());
         }
-        if let Some(e) = error_output {
+        if let (true, Some(e)) = (wants("errorOutput"), s.error_output) {
             m.insert("errorOutput".into(), e.clone());
         }
-        m.insert("context".into(), self.ctx.clone());
+        if wants("context") {
+            m.insert("context".into(), self.ctx.clone());
+        }
         Value::Object(m)
     }
 
     /// One `{% %}` expression's value.
-    fn expr(&self, expr: &str, field: &str, states: &Value) -> Result<Value, Failure> {
+    fn expr(&self, expr: &str, field: &str, states: &States) -> Result<Value, Failure> {
+        let states = self.states_value(expr, states);
         jsonata::eval(expr, states, self.vars).map_err(|p| {
             let detail = match p {
                 jsonata::Problem::Threw(e) => format!("The JSONata expression '{expr}' specified for the field '{field}' threw an error during evaluation. {e}"),
@@ -603,7 +647,7 @@ impl<'s> At<'s> {
     /// A JSONata field's value: its `{% %}` strings evaluated (an object
     /// member whose expression gives nothing is left out, as JSONata's own
     /// object constructor does).
-    fn jsonata(&self, v: &Value, field: &str, states: &Value) -> Result<Value, Failure> {
+    fn jsonata(&self, v: &Value, field: &str, states: &States) -> Result<Value, Failure> {
         match v {
             Value::String(s) => match jsonata::expression(s) {
                 Some(e) => self.expr(e, field, states),
@@ -620,10 +664,13 @@ impl<'s> At<'s> {
                 for (k, item) in map {
                     let at = format!("{field}/{k}");
                     let value = match item.as_str().and_then(jsonata::expression) {
-                        Some(e) => match jsonata::eval(e, states, self.vars) {
-                            Err(jsonata::Problem::Undefined) => continue,
-                            _ => self.expr(e, &at, states)?,
-                        },
+                        Some(e) => {
+                            match jsonata::eval(e, self.states_value(e, states), self.vars) {
+                                Err(jsonata::Problem::Undefined) => continue,
+                                Ok(v) => v,
+                                Err(_) => self.expr(e, &at, states)?,
+                            }
+                        }
                         None => self.jsonata(item, &at, states)?,
                     };
                     out.insert(k.clone(), value);
@@ -641,7 +688,7 @@ impl<'s> At<'s> {
         t: &Template,
         field: &str,
         input: &Value,
-        states: &Value,
+        states: &States,
     ) -> Result<Value, Failure> {
         match t {
             Template::Jsonata(v) => self.jsonata(v, field, states),
@@ -677,7 +724,7 @@ impl<'s> At<'s> {
         &self,
         assign: &Option<Template>,
         input: &Value,
-        states: &Value,
+        states: &States,
     ) -> Result<Option<Map<String, Value>>, Failure> {
         let Some(t) = assign else { return Ok(None) };
         match self.render(t, "Assign", input, states)? {
@@ -712,7 +759,7 @@ impl<'s> At<'s> {
     }
 
     /// A number from a JSONata expression (`Seconds`, `MaxConcurrency`, ...).
-    fn number(&self, expr: &str, field: &str, states: &Value) -> Result<f64, Failure> {
+    fn number(&self, expr: &str, field: &str, states: &States) -> Result<f64, Failure> {
         let v = self.expr(expr, field, states)?;
         v.as_f64().ok_or_else(|| {
             self.error(
@@ -728,7 +775,7 @@ impl<'s> At<'s> {
         s: &Option<Seconds>,
         field: &str,
         input: &Value,
-        states: &Value,
+        states: &States,
     ) -> Result<Option<u64>, Failure> {
         let v = match s {
             None => return Ok(None),
@@ -751,7 +798,7 @@ impl<'s> At<'s> {
         t: &Option<Text>,
         field: &str,
         raw: &Value,
-        states: &Value,
+        states: &States,
     ) -> Result<Option<String>, Failure> {
         let as_text = |v: Value| match v {
             Value::String(s) => s,
@@ -780,7 +827,7 @@ impl<'s> At<'s> {
         t: &Option<Tolerance>,
         field: &str,
         input: &Value,
-        states: &Value,
+        states: &States,
     ) -> Result<Option<f64>, Failure> {
         let v = match t {
             None => return Ok(None),
@@ -957,7 +1004,7 @@ impl<'e> Run<'e> {
                     (None, Some(r)) => r.clone(),
                     (None, None) => effective,
                 };
-                let assigned = at.assignments(&flow.assign, &value, &Value::Null)?;
+                let assigned = at.assignments(&flow.assign, &value, &States::NONE)?;
                 let out = result_path(&flow.result_path, raw, value)?;
                 let out = at.output_path(&flow.output_path, out)?;
                 at.commit(assigned)?;
@@ -1561,18 +1608,19 @@ fn until(t: &str, now: OffsetDateTime) -> Result<f64, String> {
 fn finish(at: &At<'_>, flow: &Flow, raw: Value, result: Value) -> Result<Value, Failure> {
     if flow.jsonata {
         let states = at.states(&raw, Some(&result), None);
+        let assigned = at.assignments(&flow.assign, &raw, &states)?;
         let out = match &flow.output {
             Some(o) => at.render(o, "Output", &raw, &states)?,
             None => result,
         };
-        at.commit(at.assignments(&flow.assign, &raw, &states)?)?;
+        at.commit(assigned)?;
         return Ok(out);
     }
     let result = match &flow.result_selector {
         Some(s) => at.render_paths(s, &result)?,
         None => result,
     };
-    let assigned = at.assignments(&flow.assign, &result, &Value::Null)?;
+    let assigned = at.assignments(&flow.assign, &result, &States::NONE)?;
     let out = result_path(&flow.result_path, raw, result)?;
     let out = at.output_path(&flow.output_path, out)?;
     at.commit(assigned)?;

@@ -6,6 +6,8 @@
 //! - `scale [--runs N]`: N concurrent local runs of `sleep 1`: wall time, peak memory, exactly-once
 //! - `coldstart --binary PATH... [--python FILE --python-bin PY] [--runs N]`: process start → first
 //!   "next invocation" request to a local Lambda Runtime API
+//! - `engine --cases DIR [--repeat N]`: the engine's time per execution on the ASL conformance
+//!   sample, and a JSONata-heavy execution
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -43,8 +45,17 @@ fn main() {
         Some("latency") => real_time(latency(opt("--runs", 20) as usize)),
         Some("scale") => real_time(scale(opt("--runs", 1000) as usize)),
         Some("coldstart") => coldstart(&args[1..], opt("--runs", 20) as usize),
+        Some("engine") => {
+            let cases = args
+                .iter()
+                .position(|a| a == "--cases")
+                .and_then(|i| args.get(i + 1))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("../shared/asl-conformance/cases"));
+            stevedore_bench::engine::run(&cases, opt("--repeat", 20) as usize)
+        }
         _ => {
-            eprintln!("usage: stevedore-bench cost | handlers [--iterations N] | latency [--runs N] | scale [--runs N] | coldstart --binary PATH... [--python FILE --python-bin PY] [--runs N]");
+            eprintln!("usage: stevedore-bench cost | handlers [--iterations N] | latency [--runs N] | scale [--runs N] | coldstart --binary PATH... [--python FILE --python-bin PY] [--runs N] | engine [--cases DIR] [--repeat N]");
             std::process::exit(2);
         }
     }
