@@ -166,28 +166,21 @@ pub enum State {
     },
 }
 
+/// A number a state gives as a value, a `...Path` field, or (JSONata) an
+/// expression: timeouts, heartbeats, `MaxConcurrency`, tolerated failures.
 #[derive(Debug, Clone)]
-pub enum Seconds {
-    Fixed(u64),
-    Path(Path),
-    /// JSONata: an expression giving the number.
-    Expr(String),
-}
-
-#[derive(Debug, Clone)]
-pub enum MaxConcurrency {
-    Fixed(u64),
+pub enum Amount<T> {
+    Fixed(T),
     Path(Path),
     Expr(String),
 }
 
+/// `TimeoutSeconds`, `HeartbeatSeconds`.
+pub type Seconds = Amount<u64>;
+/// A Map's `MaxConcurrency` (0: no limit).
+pub type MaxConcurrency = Amount<u64>;
 /// A Map's `ToleratedFailureCount` or `ToleratedFailurePercentage`.
-#[derive(Debug, Clone)]
-pub enum Tolerance {
-    Fixed(f64),
-    Path(Path),
-    Expr(String),
-}
+pub type Tolerance = Amount<f64>;
 
 #[derive(Debug, Clone)]
 pub enum Text {
@@ -318,6 +311,13 @@ const JSONPATH_ONLY: &[&str] = &[
 ];
 /// Fields only JSONata states have.
 const JSONATA_ONLY: &[&str] = &["Arguments", "Output", "Items"];
+
+/// A field given as a value or as its `...Path` form.
+enum Given<'o> {
+    Value(&'o Value),
+    Path(&'o Value),
+    Neither,
+}
 
 /// The longest a variable's name may be.
 pub const MAX_VARIABLE_NAME: usize = 80;
@@ -810,18 +810,35 @@ impl Checker {
         }
     }
 
-    fn seconds(&mut self, state: &str, obj: &Map<String, Value>, key: &str) -> Option<Seconds> {
+    /// `key` or `keyPath`, of which a state gives at most one (both: an
+    /// error, and neither is used).
+    fn value_or_path<'o>(
+        &mut self,
+        state: &str,
+        obj: &'o Map<String, Value>,
+        key: &str,
+    ) -> (Given<'o>, String) {
         let path_key = format!("{key}Path");
-        match (obj.get(key), obj.get(&path_key)) {
+        let given = match (obj.get(key), obj.get(&path_key)) {
             (Some(_), Some(_)) => {
                 self.err(
                     state,
                     key,
                     format!("give `{key}` or `{path_key}`, not both"),
                 );
-                None
+                Given::Neither
             }
-            (Some(v), None) if self.lang == QueryLanguage::Jsonata && v.is_string() => {
+            (Some(v), None) => Given::Value(v),
+            (None, Some(p)) => Given::Path(p),
+            (None, None) => Given::Neither,
+        };
+        (given, path_key)
+    }
+
+    fn seconds(&mut self, state: &str, obj: &Map<String, Value>, key: &str) -> Option<Seconds> {
+        let (given, path_key) = self.value_or_path(state, obj, key);
+        match given {
+            Given::Value(v) if self.lang == QueryLanguage::Jsonata && v.is_string() => {
                 match self.jsonata_expr(state, key, v) {
                     Some(e) => Some(Seconds::Expr(e)),
                     None => {
@@ -834,7 +851,7 @@ impl Checker {
                     }
                 }
             }
-            (Some(v), None) => match v.as_u64() {
+            Given::Value(v) => match v.as_u64() {
                 Some(n) if n > 0 && n <= MAX_SECONDS => Some(Seconds::Fixed(n)),
                 _ => {
                     self.err(
@@ -845,8 +862,8 @@ impl Checker {
                     None
                 }
             },
-            (None, Some(v)) => self.path(state, &path_key, Some(v)).map(Seconds::Path),
-            (None, None) => None,
+            Given::Path(v) => self.path(state, &path_key, Some(v)).map(Seconds::Path),
+            Given::Neither => None,
         }
     }
 
@@ -986,27 +1003,19 @@ impl Checker {
     }
 
     fn text(&mut self, state: &str, obj: &Map<String, Value>, key: &str) -> Option<Text> {
-        let path_key = format!("{key}Path");
-        match (obj.get(key), obj.get(&path_key)) {
-            (Some(_), Some(_)) => {
-                self.err(
-                    state,
-                    key,
-                    format!("give `{key}` or `{path_key}`, not both"),
-                );
-                None
-            }
-            (Some(v @ Value::String(s)), None) => match self.lang {
+        let (given, path_key) = self.value_or_path(state, obj, key);
+        match given {
+            Given::Value(v @ Value::String(s)) => match self.lang {
                 QueryLanguage::Jsonata if crate::jsonata::expression(s).is_some() => {
                     self.jsonata_expr(state, key, v).map(Text::Expr)
                 }
                 _ => Some(Text::Fixed(s.clone())),
             },
-            (Some(other), None) => {
+            Given::Value(other) => {
                 self.err(state, key, format!("must be a string, not {other}"));
                 None
             }
-            (None, Some(Value::String(s))) if is_intrinsic(s) => match Call::parse(s) {
+            Given::Path(Value::String(s)) if is_intrinsic(s) => match Call::parse(s) {
                 Ok(c) => {
                     self.call_references(state, &path_key, &c);
                     Some(Text::Call(c))
@@ -1016,8 +1025,8 @@ impl Checker {
                     None
                 }
             },
-            (None, Some(v)) => self.path(state, &path_key, Some(v)).map(Text::Path),
-            (None, None) => None,
+            Given::Path(v) => self.path(state, &path_key, Some(v)).map(Text::Path),
+            Given::Neither => None,
         }
     }
 
@@ -1030,32 +1039,24 @@ impl Checker {
         key: &str,
         max: f64,
     ) -> Option<Tolerance> {
-        let path_key = format!("{key}Path");
-        match (obj.get(key), obj.get(&path_key)) {
-            (Some(_), Some(_)) => {
-                self.err(
-                    state,
-                    key,
-                    format!("give `{key}` or `{path_key}`, not both"),
-                );
-                None
-            }
-            (Some(v), None) if self.lang == QueryLanguage::Jsonata && v.is_string() => {
+        let (given, path_key) = self.value_or_path(state, obj, key);
+        match given {
+            Given::Value(v) if self.lang == QueryLanguage::Jsonata && v.is_string() => {
                 let e = self.jsonata_expr(state, key, v);
                 if e.is_none() {
                     self.err(state, key, "must be a number or a `{% %}` expression");
                 }
                 e.map(Tolerance::Expr)
             }
-            (Some(v), None) => match v.as_f64() {
+            Given::Value(v) => match v.as_f64() {
                 Some(n) if (0.0..=max).contains(&n) => Some(Tolerance::Fixed(n)),
                 _ => {
                     self.err(state, key, format!("must be a number from 0 to {max}"));
                     None
                 }
             },
-            (None, Some(v)) => self.path(state, &path_key, Some(v)).map(Tolerance::Path),
-            (None, None) => None,
+            Given::Path(v) => self.path(state, &path_key, Some(v)).map(Tolerance::Path),
+            Given::Neither => None,
         }
     }
 

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::choice;
 use crate::definition::{
-    Catcher, Definition, Flow, MaxConcurrency, ResultPath, Retrier, Rule, Seconds, State, Template,
+    Amount, Catcher, Definition, Flow, ResultPath, Retrier, Rule, Seconds, State, Template,
     TemplateValue, Text, Tolerance, Transition, WaitFor, MAX_SECONDS,
 };
 use crate::jsonata;
@@ -769,6 +769,24 @@ impl<'s> At<'s> {
         })
     }
 
+    /// A number given as a value, a `...Path` or an expression, as JSON
+    /// for the caller to check.
+    fn amount<T: Copy + Into<Value>>(
+        &self,
+        a: &Amount<T>,
+        field: &str,
+        input: &Value,
+        states: &States,
+    ) -> Result<Value, Failure> {
+        Ok(match a {
+            Amount::Fixed(n) => (*n).into(),
+            Amount::Path(p) => p
+                .select(input, &self.env())
+                .map_err(|e| self.runtime(e.for_field(&format!("{field}Path"))))?,
+            Amount::Expr(e) => json!(self.number(e, field, states)?),
+        })
+    }
+
     /// Seconds from a fixed value, a path or an expression.
     fn seconds(
         &self,
@@ -777,14 +795,8 @@ impl<'s> At<'s> {
         input: &Value,
         states: &States,
     ) -> Result<Option<u64>, Failure> {
-        let v = match s {
-            None => return Ok(None),
-            Some(Seconds::Fixed(n)) => return Ok(Some(*n)),
-            Some(Seconds::Path(p)) => p
-                .select(input, &self.env())
-                .map_err(|e| self.runtime(e.for_field(&format!("{field}Path"))))?,
-            Some(Seconds::Expr(e)) => json!(self.number(e, field, states)?),
-        };
+        let Some(s) = s else { return Ok(None) };
+        let v = self.amount(s, field, input, states)?;
         match v.as_f64() {
             Some(n) if n.fract() == 0.0 && n > 0.0 && n <= MAX_SECONDS as f64 => Ok(Some(n as u64)),
             _ => Err(self.runtime(format!(
@@ -829,14 +841,8 @@ impl<'s> At<'s> {
         input: &Value,
         states: &States,
     ) -> Result<Option<f64>, Failure> {
-        let v = match t {
-            None => return Ok(None),
-            Some(Tolerance::Fixed(n)) => return Ok(Some(*n)),
-            Some(Tolerance::Path(p)) => p
-                .select(input, &self.env())
-                .map_err(|e| self.runtime(e.for_field(&format!("{field}Path"))))?,
-            Some(Tolerance::Expr(e)) => json!(self.number(e, field, states)?),
-        };
+        let Some(t) = t else { return Ok(None) };
+        let v = self.amount(t, field, input, states)?;
         // A path may give the number as a string ("1"), as AWS accepts.
         let n = match &v {
             Value::String(s) => s.trim().parse::<f64>().ok(),
@@ -1269,26 +1275,21 @@ impl<'e> Run<'e> {
                                 abbreviate(&list)
                             )));
                         };
-                        let limit = match max_concurrency {
-                            MaxConcurrency::Fixed(n) => *n as usize,
-                            MaxConcurrency::Path(p) => {
-                                let v = p
-                                    .select(&effective, &at.env())
-                                    .map_err(|e| at.runtime(e.for_field("MaxConcurrencyPath")))?;
-                                match &v {
-                                    Value::String(s) => s.trim().parse::<u64>().ok(),
-                                    v => v.as_u64(),
-                                }
-                                .ok_or_else(|| at.runtime(format!("The MaxConcurrencyPath '{}' gave {v}, not a non-negative integer", p.text())))? as usize
-                            }
-                            MaxConcurrency::Expr(e) => {
-                                let n = at.number(e, "MaxConcurrency", &states)?;
-                                if n < 0.0 || n.fract() != 0.0 {
-                                    return Err(at.runtime(format!("The JSONata expression '{e}' specified for the field 'MaxConcurrency' gave {n}, not a non-negative integer")));
-                                }
-                                n as usize
-                            }
-                        };
+                        let got =
+                            at.amount(max_concurrency, "MaxConcurrency", &effective, &states)?;
+                        let limit = match &got {
+                            // A path may give it as a string ("1"), as AWS accepts.
+                            Value::String(s) => s.trim().parse::<u64>().ok(),
+                            v => v
+                                .as_f64()
+                                .filter(|n| *n >= 0.0 && n.fract() == 0.0)
+                                .map(|n| n as u64),
+                        }
+                        .ok_or_else(|| {
+                            at.runtime(format!(
+                                "The field 'MaxConcurrency' gave {got}, not a non-negative integer"
+                            ))
+                        })? as usize;
                         let count = at.tolerance(
                             tolerated_count,
                             "ToleratedFailureCount",
