@@ -889,6 +889,9 @@ impl Checker {
                 }
             }
         };
+        if top {
+            self.language_fields(state, field, obj);
+        }
         if self.lang == QueryLanguage::Jsonata {
             if !top {
                 self.err(
@@ -948,7 +951,12 @@ impl Checker {
         }
         let ops: Vec<(&String, &Value)> = obj
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "Variable" | "Next" | "Comment" | "Assign"))
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "Variable" | "Next" | "Comment" | "Assign" | "Output"
+                )
+            })
             .collect();
         if ops.len() != 1 {
             self.err(

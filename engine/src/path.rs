@@ -81,7 +81,7 @@ impl<'a> Env<'a> {
 pub enum PathError {
     /// A definite path found nothing in `input` (abbreviated).
     Missing { path: String, input: String },
-    /// A `$name` path names a variable no state has assigned.
+    /// A `$name` path names a variable that has no value where it is read.
     Undefined { path: String, name: String },
     /// Anything else (a slice that overflows).
     Invalid(String),
@@ -95,7 +95,7 @@ impl PathError {
                 "The JSONPath '{path}' specified for the field '{field}' could not be found in the input '{input}'"
             ),
             PathError::Undefined { path, name } => format!(
-                "The JSONPath '{path}' specified for the field '{field}' refers to the variable '{name}', which no state has assigned"
+                "The JSONPath '{path}' specified for the field '{field}' refers to the variable '{name}', which has no value here (no earlier state of this scope or an outer one assigned it)"
             ),
             PathError::Invalid(e) => format!("The field '{field}': {e}"),
         }
@@ -111,7 +111,7 @@ impl std::fmt::Display for PathError {
             ),
             PathError::Undefined { path, name } => write!(
                 f,
-                "`{path}` refers to the variable `${name}`, which no state has assigned"
+                "`{path}` refers to the variable `${name}`, which has no value here (no earlier state of this scope or an outer one assigned it)"
             ),
             PathError::Invalid(e) => f.write_str(e),
         }

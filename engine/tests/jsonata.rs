@@ -440,6 +440,12 @@ fn each_language_rejects_the_other_s_fields_and_bad_expressions() {
         "Choices[0].Condition: is required",
     );
     rejected(
+        json!({"StartAt": "C", "States": {"C": {"Type": "Choice", "Default": "D",
+            "Choices": [{"Variable": "$.x", "IsPresent": true, "Next": "D", "Output": {}}]},
+            "D": {"Type": "Succeed"}}}),
+        "Choices[0].Output: is a JSONata field",
+    );
+    rejected(
         json!({"QueryLanguage": "YAML", "StartAt": "S", "States": {"S": {"Type": "Succeed"}}}),
         "QueryLanguage: \"YAML\" is not JSONPath or JSONata",
     );
