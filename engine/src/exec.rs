@@ -25,7 +25,7 @@ use crate::definition::{
     TemplateValue, Text, Tolerance, Transition, WaitFor, MAX_SECONDS,
 };
 use crate::jsonata;
-use crate::path::{abbreviate, Env, Path};
+use crate::path::{abbreviate, Env, Path, PathError};
 
 /// A Task state's call to a resource.
 #[derive(Debug, Clone, PartialEq)]
@@ -521,7 +521,16 @@ impl<'p> Scope<'p> {
                 format!("The Assign sets {total} bytes of variables; one Assign sets at most {MAX_VARIABLE_BYTES} bytes."),
             ));
         }
-        let before = self.bytes();
+        // Values this Assign replaces no longer count.
+        let replaced: usize = {
+            let own = self.lock();
+            values
+                .keys()
+                .filter_map(|k| own.get(k))
+                .map(|v| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0))
+                .sum()
+        };
+        let before = self.bytes() - replaced;
         if before + total > MAX_VARIABLES_BYTES {
             return Err(at.error(
                 "States.Runtime",
@@ -741,21 +750,28 @@ impl<'s> At<'s> {
     }
 
     fn input_path(&self, p: &Option<Option<Path>>, raw: &Value) -> Result<Value, Failure> {
-        match p {
-            None => Ok(raw.clone()),
-            Some(None) => Ok(json!({})),
-            Some(Some(p)) => p.select(raw, &self.env()).map_err(|_| {
-                self.runtime(format!(
-                    "Invalid path '{}' : No results for path: {}",
-                    p.text(),
-                    p.bracketed()
-                ))
-            }),
-        }
+        self.io_path(p, raw, "InputPath")
     }
 
     fn output_path(&self, p: &Option<Option<Path>>, out: Value) -> Result<Value, Failure> {
-        self.input_path(p, &out)
+        self.io_path(p, &out, "OutputPath")
+    }
+
+    /// InputPath/OutputPath: absent, `$`; null, `{}`; a path that finds
+    /// nothing is AWS's "Invalid path" error.
+    fn io_path(&self, p: &Option<Option<Path>>, v: &Value, field: &str) -> Result<Value, Failure> {
+        match p {
+            None => Ok(v.clone()),
+            Some(None) => Ok(json!({})),
+            Some(Some(p)) => p.select(v, &self.env()).map_err(|e| match e {
+                PathError::Missing { .. } => self.runtime(format!(
+                    "Invalid path '{}' : No results for path: {}",
+                    p.text(),
+                    p.bracketed()
+                )),
+                other => self.runtime(other.for_field(field)),
+            }),
+        }
     }
 
     /// A number from a JSONata expression (`Seconds`, `MaxConcurrency`, ...).
