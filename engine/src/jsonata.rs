@@ -8,12 +8,12 @@
 //! skips the rest (among them `$formatNumber`, `$average`, `$type`,
 //! `$sift`, `$eval`, the parent operator `%`, and some cases of sorting,
 //! grouping and transforms). This module contains it:
-//! - it runs on one thread of its own with a 256 MiB stack, because its
-//!   parser and evaluator recurse once per nested construct (an expression
-//!   is at most 16 KiB, so its nesting is bounded);
+//! - it runs on one thread of its own with a 4 GiB stack (reserved, not
+//!   committed), because its parser and evaluator recurse once per nested
+//!   construct (an expression is at most 16 KiB, so its nesting is bounded);
 //! - a panic (it panics on the parent operator, for one) is caught and is
 //!   an error, its message kept off stderr;
-//! - evaluation stops at a depth of 200 and after 10 s (JSONata's U1001);
+//! - evaluation stops at a depth of 200 and after 1 s (JSONata's U1001);
 //! - the objects it builds come back with their keys sorted (its objects
 //!   keep no order). What JSONata lists in an object's order (`*`,
 //!   `$keys`, `$each`, `$string` of an object) comes in the crate's hash
@@ -21,13 +21,14 @@
 //!
 //! Known gap: a function that recurses without end *through a higher-order
 //! function* (`$f := function($n){ $map([1], function($x){ $f($n) }) }`)
-//! escapes the crate's depth limit and exhausts even that stack, which
-//! aborts the process. Replacing the crate with an evaluator of our own is
-//! the way to close it (see the README's JSONata section).
+//! escapes the crate's depth limit; the time limit stops it, after it has
+//! used a few hundred MB of stack and memory (the stack pages stay with the
+//! thread). Replacing the crate with an evaluator of our own is the way to
+//! close it (see the README's JSONata section).
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{mpsc, Mutex, Once, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, Once, OnceLock};
 
 use bumpalo::Bump;
 use jsonata_rs::{ArrayFlags, FunctionContext, JsonAta, Value as JValue};
@@ -38,8 +39,12 @@ use crate::path::Lookup;
 /// How deep evaluation may recurse (a recursive function that never ends
 /// stops here, with JSONata's U1001, long before the thread's stack).
 pub const MAX_DEPTH: usize = 200;
-/// How long one expression may run, in milliseconds.
-pub const TIME_LIMIT_MS: usize = 10_000;
+/// How long one expression may run, in milliseconds. It is what stops a
+/// function that recurses without end through a higher-order function
+/// (`$map(..., function(){ $f() })`), which the crate's depth limit misses:
+/// in one second such a recursion uses a few hundred MB of stack and
+/// memory, in ten it used 8 GB.
+pub const TIME_LIMIT_MS: usize = 1_000;
 /// How deep a value an expression returns may nest.
 const MAX_RESULT_DEPTH: usize = 128;
 
@@ -67,9 +72,11 @@ thread_local! {
 /// The longest expression Stevedore evaluates (the crate's parser and
 /// evaluator recurse once per nested construct, so length bounds the depth).
 pub const MAX_EXPRESSION_CHARS: usize = 16 * 1024;
-/// The stack the crate runs on: deep enough for any expression of
-/// [`MAX_EXPRESSION_CHARS`] (reserved, not committed, until it is used).
-const STACK_BYTES: usize = 256 * 1024 * 1024;
+/// The stack the crate runs on, largest first (reserved, not committed,
+/// until it is used): 4 GiB holds any expression of [`MAX_EXPRESSION_CHARS`]
+/// and a runaway recursion until [`TIME_LIMIT_MS`]; a machine that will not
+/// reserve that much gets the next size.
+const STACK_BYTES: [usize; 3] = [4 << 30, 1 << 30, 256 << 20];
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -81,19 +88,24 @@ fn worker() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
     WORKER
         .get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Job>();
-            std::thread::Builder::new()
-                .name("jsonata".into())
-                .stack_size(STACK_BYTES)
-                .spawn(move || {
-                    // Expressions come in bursts (a state has several, a Map
-                    // many): wait a moment spinning before sleeping, so the
-                    // next one does not pay for waking the thread.
-                    while let Some(job) = receive(&rx) {
-                        job();
-                    }
-                })
-                .ok()
-                .map(|_| Mutex::new(tx))
+            let rx = Arc::new(Mutex::new(rx));
+            STACK_BYTES.iter().find_map(|&bytes| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name("jsonata".into())
+                    .stack_size(bytes)
+                    .spawn(move || {
+                        let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+                        // Expressions come in bursts (a state has several, a
+                        // Map many): wait a moment spinning before sleeping,
+                        // so the next one does not pay for waking the thread.
+                        while let Some(job) = receive(&rx) {
+                            job();
+                        }
+                    })
+                    .ok()
+            })?;
+            Some(Mutex::new(tx))
         })
         .as_ref()
 }
@@ -665,6 +677,20 @@ mod tests {
             .join()
             .unwrap();
         assert!(check(&"1".repeat(MAX_EXPRESSION_CHARS + 1)).is_err());
+    }
+
+    /// The recursion the crate's depth limit misses ends at the time limit,
+    /// with an error, not a crash.
+    #[test]
+    fn runaway_recursion_through_map_ends_at_the_time_limit() {
+        let r = run(
+            "($f := function($n){ $map([1], function($x){ $f($n) }) }; $f(0))",
+            json!({}),
+        );
+        assert!(
+            matches!(&r, Err(Problem::Threw(e)) if e.starts_with("U1001")),
+            "{r:?}"
+        );
     }
 
     #[test]
