@@ -59,11 +59,11 @@ enum Command {
     /// expressions, $states, $partition/$range/$hash/$random/$uuid/$parse);
     /// workflow variables (Assign, $name); Retry and Catch; Map tolerated
     /// failures; task tokens and timeouts; AWS's quotas and error texts.
-    /// Not supported (rejected before running): distributed Map's
-    /// ItemReader, ItemBatcher and ResultWriter, Credentials; JSONata
-    /// functions the jsonata-rs crate lacks ($formatNumber, $average, $type,
-    /// $eval, ...; an error naming them). Tasks call Stevedore's functions,
-    /// or answer from --mocks.
+    /// Not supported: distributed Map's ItemReader, ItemBatcher and
+    /// ResultWriter (rejected before running); JSONata functions the
+    /// jsonata-rs crate lacks ($formatNumber, $average, $type, $eval, ...;
+    /// an error naming them). A Task's Credentials are accepted and not
+    /// used. Tasks call Stevedore's functions, or answer from --mocks.
     Exec(ExecArgs),
 }
 

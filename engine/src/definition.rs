@@ -476,12 +476,16 @@ impl Checker {
 
     /// The fields of the other query language, each named with what to use.
     fn language_fields(&mut self, state: &str, field: &str, obj: &Map<String, Value>) {
-        let (wrong, hint) = match self.lang {
-            QueryLanguage::Jsonata => (
+        let (wrong, hint) = match (self.lang, self.machine_lang) {
+            (QueryLanguage::Jsonata, QueryLanguage::Jsonata) => (
                 JSONPATH_ONLY,
-                "is a JSONPath field: a JSONata state reads its input with `{% %}` expressions in `Arguments`, `Output` and `Assign` (or set \"QueryLanguage\": \"JSONPath\" on the state)",
+                "is a JSONPath field: a JSONata state reads its input with `{% %}` expressions in `Arguments`, `Output` and `Assign` (the state machine's QueryLanguage is JSONata)",
             ),
-            QueryLanguage::JsonPath => (
+            (QueryLanguage::Jsonata, QueryLanguage::JsonPath) => (
+                JSONPATH_ONLY,
+                "is a JSONPath field: a JSONata state reads its input with `{% %}` expressions in `Arguments`, `Output` and `Assign` (or leave out the state's \"QueryLanguage\": \"JSONata\")",
+            ),
+            (QueryLanguage::JsonPath, _) => (
                 JSONATA_ONLY,
                 "is a JSONata field: set \"QueryLanguage\": \"JSONata\" on the state or the state machine to use it",
             ),

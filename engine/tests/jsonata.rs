@@ -417,6 +417,10 @@ fn each_language_rejects_the_other_s_fields_and_bad_expressions() {
         "state `S`, Parameters: is a JSONPath field",
     );
     rejected(
+        json!({"StartAt": "S", "States": {"S": {"Type": "Pass", "QueryLanguage": "JSONata", "ResultPath": "$.r", "End": true}}}),
+        "ResultPath: is a JSONPath field: a JSONata state reads its input with `{% %}` expressions in `Arguments`, `Output` and `Assign` (or leave out the state's \"QueryLanguage\": \"JSONata\")",
+    );
+    rejected(
         one(json!({"Type": "Map", "End": true, "ItemsPath": "$.x",
             "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Pass", "End": true}}}})),
         "ItemsPath: is a JSONPath field",
