@@ -3,6 +3,7 @@
 
 mod out;
 mod run;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -106,6 +107,19 @@ enum RunsCommand {
         #[command(flatten)]
         home: Home,
     },
+    /// Per job: runs, success rate, p50/p95 duration, cost, last failure.
+    Stats {
+        #[arg(long)]
+        job: Option<String>,
+        /// How far back: `30d`, `12h`, `1d12h`.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        home: Home,
+    },
     /// Show one run and its execution history.
     Show {
         run_id: String,
@@ -155,6 +169,12 @@ async fn main() -> ExitCode {
             home,
         }) => list(job, status, limit, json, &home).await,
         Command::Runs(RunsCommand::Show { run_id, json, home }) => show(&run_id, json, &home).await,
+        Command::Runs(RunsCommand::Stats {
+            job,
+            since,
+            json,
+            home,
+        }) => stats::stats(job, since, json, &home).await,
         Command::Validate { files } => validate(&files),
         Command::Exec(args) => exec(args).await,
     };
@@ -285,25 +305,8 @@ async fn list(
         "EXIT",
         "ERROR",
     ];
-    let mut widths = header.map(|h| h.len());
-    for row in &rows {
-        for (i, c) in row.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    say!("{}", line(&header.map(String::from)));
-    for row in &rows {
-        say!("{}", line(row));
+    for line in out::table(&header, &rows) {
+        say!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -40,3 +40,29 @@ pub fn color(code: &str, text: &str) -> String {
 pub fn clock_time(t: time::OffsetDateTime) -> String {
     format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second())
 }
+
+/// Rows aligned under their header, two spaces between columns.
+pub fn table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> Vec<String> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, c) in row.as_ref().iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        cells
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(&mut header.iter().copied())];
+    for row in rows {
+        out.push(line(&mut row.as_ref().iter().map(String::as_str)));
+    }
+    out
+}

@@ -121,6 +121,16 @@ impl SqliteRunStore {
         )
     }
 
+    /// Every run created at or after `since` (of one job, or of all),
+    /// oldest first (`runs stats`).
+    pub fn runs_since(&self, job: Option<&str>, since: OffsetDateTime) -> Result<Vec<RunRecord>> {
+        records(
+            &self.conn(),
+            "SELECT record FROM runs WHERE (?1 IS NULL OR job = ?1) AND created_at >= ?2 ORDER BY created_at, run_id",
+            params![job, format_time(since)],
+        )
+    }
+
     /// Keeps an execution's history (for `runs show`).
     pub fn save_history(&self, execution_id: &str, history: &Value) -> Result<()> {
         self.conn()
