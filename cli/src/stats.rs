@@ -152,7 +152,10 @@ pub async fn stats(
 ) -> Result<ExitCode> {
     let window = parse_duration(&since).map_err(|e| anyhow!("--since {e}"))?;
     let now = OffsetDateTime::now_utc();
-    let from = now - time::Duration::seconds(window.min(i64::MAX as u64) as i64);
+    // A window longer than the calendar reaches back means every run.
+    let from = now
+        .checked_sub(time::Duration::seconds(window.min(i64::MAX as u64) as i64))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let store = home.store()?;
     crate::recover(&store, &LocalClock::new(now)).await;
     let runs = store

@@ -54,6 +54,8 @@ fn stats_count_executions_rates_durations_and_the_last_failure() {
     let one = stats(&h, &["--job", "flaky-export"]);
     assert_eq!(one.len(), 1);
     assert!(stats(&h, &["--since", "0s"]).is_empty());
+    // A window reaching back past any date is every run, not a crash.
+    assert_eq!(stats(&h, &["--since", "99999999999d"]).len(), all.len());
     // The table.
     let out = stevedore(&h, &["runs", "stats"]);
     let table = text(&out.stdout);
