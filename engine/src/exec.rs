@@ -464,8 +464,16 @@ fn error_matches(names: &[String], error: &str) -> bool {
 /// outer ones; what it assigns stays inside it (a branch passes values out
 /// through its output only).
 pub struct Scope<'p> {
-    values: Mutex<Map<String, Value>>,
+    own: Mutex<Variables>,
     parent: Option<&'p Scope<'p>>,
+}
+
+/// A scope's own variables, each with its size as JSON, and their total
+/// (kept as values are set, so a quota check reads no value again).
+#[derive(Default)]
+struct Variables {
+    values: HashMap<String, (Value, usize)>,
+    bytes: usize,
 }
 
 /// The largest value one variable may hold, and the most one `Assign` may
@@ -477,36 +485,33 @@ pub const MAX_VARIABLES_BYTES: usize = 10 * 1024 * 1024;
 impl<'p> Scope<'p> {
     pub fn root() -> Scope<'static> {
         Scope {
-            values: Mutex::new(Map::new()),
+            own: Mutex::default(),
             parent: None,
         }
     }
 
     fn child(&'p self) -> Scope<'p> {
         Scope {
-            values: Mutex::new(Map::new()),
+            own: Mutex::default(),
             parent: Some(self),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Map<String, Value>> {
-        self.values.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Variables> {
+        self.own.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What this scope and the scopes around it hold.
     fn bytes(&self) -> usize {
-        let own: usize = self
-            .lock()
-            .values()
-            .map(|v| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0))
-            .sum();
-        own + self.parent.map(|p| p.bytes()).unwrap_or(0)
+        self.lock().bytes + self.parent.map(|p| p.bytes()).unwrap_or(0)
     }
 
     /// Sets the variables an `Assign` computed, within the quotas.
     fn assign(&self, values: Map<String, Value>, at: &At) -> Result<(), Failure> {
+        let mut sized = Vec::with_capacity(values.len());
         let mut total = 0;
-        for (name, v) in &values {
-            let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+        for (name, v) in values {
+            let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0);
             if size > MAX_VARIABLE_BYTES {
                 return Err(at.error(
                     "States.Runtime",
@@ -514,6 +519,7 @@ impl<'p> Scope<'p> {
                 ));
             }
             total += size;
+            sized.push((name, v, size));
         }
         if total > MAX_VARIABLE_BYTES {
             return Err(at.error(
@@ -521,25 +527,22 @@ impl<'p> Scope<'p> {
                 format!("The Assign sets {total} bytes of variables; one Assign sets at most {MAX_VARIABLE_BYTES} bytes."),
             ));
         }
+        let outer = self.parent.map(|p| p.bytes()).unwrap_or(0);
+        let mut own = self.lock();
         // Values this Assign replaces no longer count.
-        let replaced: usize = {
-            let own = self.lock();
-            values
-                .keys()
-                .filter_map(|k| own.get(k))
-                .map(|v| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0))
-                .sum()
-        };
-        let before = self.bytes() - replaced;
-        if before + total > MAX_VARIABLES_BYTES {
+        let replaced: usize = sized
+            .iter()
+            .filter_map(|(name, _, _)| own.values.get(name).map(|(_, size)| *size))
+            .sum();
+        if outer + own.bytes - replaced + total > MAX_VARIABLES_BYTES {
             return Err(at.error(
                 "States.Runtime",
                 format!("The execution's variables would hold more than {MAX_VARIABLES_BYTES} bytes, the Step Functions quota."),
             ));
         }
-        let mut own = self.lock();
-        for (k, v) in values {
-            own.insert(k, v);
+        own.bytes = own.bytes - replaced + total;
+        for (name, v, size) in sized {
+            own.values.insert(name, (v, size));
         }
         Ok(())
     }
@@ -547,7 +550,7 @@ impl<'p> Scope<'p> {
 
 impl crate::path::Lookup for Scope<'_> {
     fn lookup(&self, name: &str) -> Option<Value> {
-        if let Some(v) = self.lock().get(name) {
+        if let Some((v, _)) = self.lock().values.get(name) {
             return Some(v.clone());
         }
         self.parent.and_then(|p| p.lookup(name))
@@ -640,16 +643,29 @@ impl<'s> At<'s> {
         Value::Object(m)
     }
 
-    /// One `{% %}` expression's value.
+    /// One `{% %}` expression's value; `None` when it is undefined.
+    fn expr_or_nothing(
+        &self,
+        expr: &str,
+        field: &str,
+        states: &States,
+    ) -> Result<Option<Value>, Failure> {
+        let detail = match jsonata::eval(expr, self.states_value(expr, states), self.vars) {
+            Ok(v) => return Ok(Some(v)),
+            Err(jsonata::Problem::Undefined) => return Ok(None),
+            Err(jsonata::Problem::Threw(e)) => format!("The JSONata expression '{expr}' specified for the field '{field}' threw an error during evaluation. {e}"),
+            Err(jsonata::Problem::Unsupported) => format!("The JSONata expression '{expr}' specified for the field '{field}' returned an unsupported result type."),
+        };
+        Err(self.error("States.QueryEvaluationError", detail))
+    }
+
+    /// One `{% %}` expression's value, which must not be undefined.
     fn expr(&self, expr: &str, field: &str, states: &States) -> Result<Value, Failure> {
-        let states = self.states_value(expr, states);
-        jsonata::eval(expr, states, self.vars).map_err(|p| {
-            let detail = match p {
-                jsonata::Problem::Threw(e) => format!("The JSONata expression '{expr}' specified for the field '{field}' threw an error during evaluation. {e}"),
-                jsonata::Problem::Unsupported => format!("The JSONata expression '{expr}' specified for the field '{field}' returned an unsupported result type."),
-                jsonata::Problem::Undefined => format!("The JSONata expression '{expr}' specified for the field '{field}' returned nothing (its value is undefined)."),
-            };
-            self.error("States.QueryEvaluationError", detail)
+        self.expr_or_nothing(expr, field, states)?.ok_or_else(|| {
+            self.error(
+                "States.QueryEvaluationError",
+                format!("The JSONata expression '{expr}' specified for the field '{field}' returned nothing (its value is undefined)."),
+            )
         })
     }
 
@@ -673,13 +689,10 @@ impl<'s> At<'s> {
                 for (k, item) in map {
                     let at = format!("{field}/{k}");
                     let value = match item.as_str().and_then(jsonata::expression) {
-                        Some(e) => {
-                            match jsonata::eval(e, self.states_value(e, states), self.vars) {
-                                Err(jsonata::Problem::Undefined) => continue,
-                                Ok(v) => v,
-                                Err(_) => self.expr(e, &at, states)?,
-                            }
-                        }
+                        Some(e) => match self.expr_or_nothing(e, &at, states)? {
+                            Some(v) => v,
+                            None => continue,
+                        },
                         None => self.jsonata(item, &at, states)?,
                     };
                     out.insert(k.clone(), value);
