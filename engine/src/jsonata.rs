@@ -275,29 +275,19 @@ pub fn expressions<'v>(v: &'v Value, at: &str, out: &mut Vec<(String, &'v str)>)
 
 /// Variable names an expression mentions (`$name`): only these are bound.
 fn mentioned(expr: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let bytes = expr.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'$' {
-            let start = i + 1;
-            let mut end = start;
-            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
-                end += 1;
-            }
-            // Unicode names: take the whole run of non-ASCII letters too.
-            while end < expr.len() && !expr.is_char_boundary(end) {
-                end += 1;
-            }
-            if end > start {
-                out.push(&expr[start..end]);
-            }
-            i = end.max(i + 1);
-        } else {
-            i += 1;
-        }
-    }
-    out
+    expr.split('$')
+        .skip(1)
+        .filter_map(|rest| {
+            // A name is letters (any script), digits and `_`, as variable
+            // names are.
+            let len: usize = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .map(char::len_utf8)
+                .sum();
+            (len > 0).then(|| &rest[..len])
+        })
+        .collect()
 }
 
 /// Evaluates one expression with `$states` and the workflow variables.
@@ -702,5 +692,7 @@ mod tests {
         let mut vars = Map::new();
         vars.insert("x".into(), json!({"y": 2}));
         assert_eq!(eval("$x.y * 2", json!({}), &vars).unwrap(), json!(4));
+        vars.insert("café".into(), json!(3));
+        assert_eq!(eval("$café + 1", json!({}), &vars).unwrap(), json!(4));
     }
 }
