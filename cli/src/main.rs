@@ -1,9 +1,19 @@
 //! `stevedore`: run jobs and state machines on this machine (local mode),
 //! and look at run history.
 
+mod logs;
+mod operate;
 mod out;
 mod run;
+#[cfg(feature = "aws")]
+mod stack;
+#[cfg(feature = "aws")]
+mod stack_runs;
+#[cfg(feature = "aws")]
+mod start;
 mod stats;
+#[cfg(feature = "aws")]
+mod stop;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -18,7 +28,6 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use stevedore_domain::ports::RunStore;
 use stevedore_domain::run::RunQuery;
-use stevedore_domain::task::format_time;
 use stevedore_domain::{JobSpec, RunStatus};
 use stevedore_engine::mocks::{MockCase, MockResources};
 use stevedore_engine::{Definition, Engine, HistoryEvent, Resources, Status};
@@ -37,15 +46,25 @@ use stevedore_local::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    stack: operate::StackArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run a job spec locally: the real run-job state machine and handlers, the job's command as a local process.
     Run(run::RunArgs),
-    /// Run history.
+    /// Start a job on a deployed stack (--stack): StartExecution; --follow shows the steps and the run's summary.
+    Start(operate::StartArgs),
+    /// Run history: local, or a deployed stack's with --stack.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Print a run's log: the local log file, or with --stack the task's CloudWatch Logs stream.
+    Logs(operate::LogsArgs),
+    /// Stop a run on a deployed stack (--stack) and wait until it is CANCELLED.
+    Stop(operate::StopArgs),
+    /// Start a run's job again on a deployed stack (--stack), with the same input.
+    Rerun(operate::RerunArgs),
     /// Check job specs and state machine definitions (*.asl.json).
     Validate {
         /// Files to check.
@@ -99,6 +118,9 @@ enum RunsCommand {
         /// PENDING, RUNNING, STOPPING, STOPPED, SUCCEEDED, FAILED, SKIPPED or CANCELLED.
         #[arg(long)]
         status: Option<String>,
+        /// Only runs created in this window: `2d`, `12h`.
+        #[arg(long)]
+        since: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
         /// JSON lines instead of a table.
@@ -159,16 +181,55 @@ struct ExecArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let stack = cli.stack;
+    let remote = stack.name().is_some();
     let result = match cli.command {
         Command::Run(args) => run::run(args).await,
+        Command::Start(args) if remote => operate::start(args, &stack).await,
+        Command::Start(_) => Err(operate::needs_stack(
+            "start",
+            "`stevedore run JOB.json` runs a job on this machine",
+        )),
+        Command::Rerun(args) if remote => operate::rerun(args, &stack).await,
+        Command::Rerun(_) => Err(operate::needs_stack(
+            "rerun",
+            "locally, `stevedore run JOB.json` runs the job again",
+        )),
+        Command::Stop(args) if remote => operate::stop(args, &stack).await,
+        Command::Stop(_) => Err(operate::needs_stack(
+            "stop",
+            "a local run stops with Ctrl-C in the terminal that runs it",
+        )),
+        Command::Logs(args) if remote => operate::logs(args, &stack).await,
+        Command::Logs(args) => logs::local(args).await,
         Command::Runs(RunsCommand::List {
             job,
             status,
+            since,
             limit,
             json,
             home,
-        }) => list(job, status, limit, json, &home).await,
+        }) => {
+            let args = operate::ListArgs {
+                job,
+                status,
+                since,
+                limit,
+                json,
+            };
+            if remote {
+                operate::list(args, &stack).await
+            } else {
+                list(args, &home).await
+            }
+        }
+        Command::Runs(RunsCommand::Show { run_id, json, .. }) if remote => {
+            operate::show(&run_id, json, &stack).await
+        }
         Command::Runs(RunsCommand::Show { run_id, json, home }) => show(&run_id, json, &home).await,
+        Command::Runs(RunsCommand::Stats {
+            job, since, json, ..
+        }) if remote => operate::stats(job, since, json, &stack).await,
         Command::Runs(RunsCommand::Stats {
             job,
             since,
@@ -182,6 +243,10 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             tell!("error: {e:#}");
+            #[cfg(feature = "aws")]
+            if let Some(r) = e.downcast_ref::<stack::RemoteError>() {
+                return r.exit_code();
+            }
             ExitCode::from(2)
         }
     }
@@ -234,24 +299,43 @@ pub fn read_secrets(path: &Path) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-async fn list(
-    job: Option<String>,
-    status: Option<String>,
-    limit: u32,
-    as_json: bool,
-    home: &Home,
-) -> Result<ExitCode> {
+async fn list(args: operate::ListArgs, home: &Home) -> Result<ExitCode> {
+    let operate::ListArgs {
+        job,
+        status,
+        since,
+        limit,
+        json: as_json,
+    } = args;
     let status = status
         .map(|s| s.parse::<RunStatus>())
         .transpose()
         .map_err(|e| anyhow!(e))?;
     let store = home.store()?;
     recover(&store, &LocalClock::new(time::OffsetDateTime::now_utc())).await;
-    let runs = match job {
-        Some(job) => store.list_runs(&RunQuery { job, status, limit }).await,
-        None => store.list_all(status, limit),
+    let mut runs = match (&job, &since) {
+        (Some(job), None) => {
+            store
+                .list_runs(&RunQuery {
+                    job: job.clone(),
+                    status,
+                    limit,
+                })
+                .await
+        }
+        (None, None) => store.list_all(status, limit),
+        // A window: every run in it, filtered here (the local store is small).
+        (_, Some(since)) => {
+            let from = stats::since_time(since, time::OffsetDateTime::now_utc())?;
+            store.runs_since(job.as_deref(), from).map(|mut runs| {
+                runs.retain(|r| status.is_none_or(|s| r.status == s));
+                runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+                runs
+            })
+        }
     }
     .map_err(|e| anyhow!("{}", e.message))?;
+    runs.truncate(limit as usize);
     if as_json {
         for r in &runs {
             say!("{}", serde_json::to_string(r)?);
@@ -262,50 +346,7 @@ async fn list(
         say!("no runs yet (stevedore run <job.json> starts one)");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<[String; 8]> = runs
-        .iter()
-        .map(|r| {
-            let dur = run::run_duration(r)
-                .map(stevedore_domain::duration::format_duration)
-                .unwrap_or_else(|| "-".into());
-            let o = r.outcome.as_ref();
-            [
-                r.run_id.clone(),
-                r.job.clone(),
-                r.status.to_string(),
-                // "1/3" while another attempt may follow; an ended run's row
-                // is its own attempt (a retry is a row of its own).
-                if r.status.is_terminal() {
-                    r.attempt.to_string()
-                } else {
-                    format!("{}/{}", r.attempt, r.max_attempts)
-                },
-                format_time(r.created_at)
-                    .chars()
-                    .take(19)
-                    .collect::<String>()
-                    .replace('T', " "),
-                dur,
-                o.and_then(|o| o.exit_code)
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                o.and_then(|o| o.class)
-                    .map(|c| c.to_string())
-                    .unwrap_or_default(),
-            ]
-        })
-        .collect();
-    let header = [
-        "RUN",
-        "JOB",
-        "STATUS",
-        "ATTEMPT",
-        "STARTED (UTC)",
-        "DURATION",
-        "EXIT",
-        "ERROR",
-    ];
-    for line in out::table(&header, &rows) {
+    for line in out::runs_table(&runs) {
         say!("{line}");
     }
     Ok(ExitCode::SUCCESS)
@@ -346,7 +387,7 @@ async fn show(run_id: &str, as_json: bool, home: &Home) -> Result<ExitCode> {
 
 /// History events as aligned lines: id, UTC time to the millisecond,
 /// type, state.
-fn history_table(events: &[Value]) -> Vec<String> {
+pub fn history_table(events: &[Value]) -> Vec<String> {
     let rows: Vec<[String; 4]> = events
         .iter()
         .map(|e| {

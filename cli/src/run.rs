@@ -5,7 +5,7 @@
 //! recorded CANCELLED; the history is kept; the slot is freed.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -208,7 +208,12 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         .runs_of_execution(&arn)
         .await
         .map_err(|e| anyhow!("{}", e.message))?;
-    summary(&status_line, cause.as_deref(), &runs, &home);
+    let log = runs
+        .last()
+        .map(|r| home.join("logs").join(format!("{}.log", r.run_id)))
+        .filter(|l| l.exists())
+        .map(|l| l.display().to_string());
+    summary(&status_line, cause.as_deref(), &runs, log);
     Ok(code)
 }
 
@@ -282,7 +287,7 @@ async fn wait_for_jobs(
 }
 
 /// Prints the state machine's progress as it goes.
-fn progress(e: &HistoryEvent) {
+pub fn progress(e: &HistoryEvent) {
     let at = clock_time(e.timestamp);
     let state = e.state.as_deref().unwrap_or("");
     match e.kind.as_str() {
@@ -308,6 +313,7 @@ fn progress(e: &HistoryEvent) {
             e.details["Error"].as_str().unwrap_or("")
         ),
         "ExecutionTimedOut" => say!("{at}  {}", color("31", "✘ execution timed out")),
+        "ExecutionAborted" => say!("{at}  {}", color("33", "■ execution stopped")),
         _ => {}
     }
 }
@@ -318,7 +324,8 @@ pub fn run_duration(r: &RunRecord) -> Option<u64> {
         .map(|f| (f - r.created_at).whole_seconds().max(0) as u64)
 }
 
-fn summary(status: &str, cause: Option<&str>, runs: &[RunRecord], home: &Path) {
+/// The run's summary after its execution ended; `log` says where its log is.
+pub fn summary(status: &str, cause: Option<&str>, runs: &[RunRecord], log: Option<String>) {
     say!();
     say!("status     {status}");
     let Some(last) = runs.last() else {
@@ -380,8 +387,7 @@ fn summary(status: &str, cause: Option<&str>, runs: &[RunRecord], home: &Path) {
                 .unwrap_or_else(|| "default".into())
         );
     }
-    let log = home.join("logs").join(format!("{}.log", last.run_id));
-    if log.exists() {
-        say!("log        {}", log.display());
+    if let Some(log) = log {
+        say!("log        {log}");
     }
 }

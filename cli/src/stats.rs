@@ -144,24 +144,39 @@ pub fn compute(runs: &[RunRecord]) -> Vec<JobStats> {
         .collect()
 }
 
+/// `--since 30d` as the time it names; a window longer than the calendar
+/// reaches back means every run.
+pub fn since_time(since: &str, now: OffsetDateTime) -> Result<OffsetDateTime> {
+    let window = parse_duration(since).map_err(|e| anyhow!("--since {e}"))?;
+    Ok(now
+        .checked_sub(time::Duration::seconds(window.min(i64::MAX as u64) as i64))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH))
+}
+
 pub async fn stats(
     job: Option<String>,
     since: String,
     as_json: bool,
     home: &Home,
 ) -> Result<ExitCode> {
-    let window = parse_duration(&since).map_err(|e| anyhow!("--since {e}"))?;
     let now = OffsetDateTime::now_utc();
-    // A window longer than the calendar reaches back means every run.
-    let from = now
-        .checked_sub(time::Duration::seconds(window.min(i64::MAX as u64) as i64))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let from = since_time(&since, now)?;
     let store = home.store()?;
     crate::recover(&store, &LocalClock::new(now)).await;
     let runs = store
         .runs_since(job.as_deref(), from)
         .map_err(|e| anyhow!("{}", e.message))?;
-    let stats = compute(&runs);
+    report(&runs, &since, from, as_json)
+}
+
+/// Prints the stats of `runs` (those of the window `since`, from `from`).
+pub fn report(
+    runs: &[RunRecord],
+    since: &str,
+    from: OffsetDateTime,
+    as_json: bool,
+) -> Result<ExitCode> {
+    let stats = compute(runs);
     if as_json {
         for s in &stats {
             say!("{}", s.to_json());

@@ -21,10 +21,17 @@ and the state goes on to its own `Next`. The Amazon States Language lets a
 Catcher name any state, the failing one included, and Step Functions
 re-enters it; so does moto with this launcher.
 
+And it can answer a chosen call with an AWS error instead of moto's answer
+(`POST /moto-api/stevedore/faults`), so tests meet the errors users meet on
+AWS that moto never produces (AccessDenied, throttling) in the real wire
+format of each protocol: the SDK parses them as it parses AWS's.
+
 Usage: python moto_server.py -H 127.0.0.1 -p PORT
 """
 
+import io
 import json
+import threading
 from datetime import datetime, timedelta, timezone
 
 from moto.moto_api._internal import urls as moto_api_urls
@@ -154,6 +161,104 @@ def _catch_may_reenter_its_state():
 
 _catch_may_reenter_its_state()
 
+_faults = []
+_faults_lock = threading.Lock()
+# The last requests of each operation, for tests that check what was sent
+# where moto keeps less than AWS (StopExecution's cause).
+_recent = {}
+
+
+def faults(request, full_url, headers):
+    """Body: {"action": "DescribeStacks", "code": "AccessDenied", "message"?, "status"? (400),
+    "times"? (1), "match"?: a string the request body must contain}, or {"clear": true}."""
+    body = _body(request)
+    with _faults_lock:
+        if body.get("clear"):
+            _faults.clear()
+        else:
+            _faults.append(
+                {
+                    "action": body["action"],
+                    "code": body["code"],
+                    "message": body.get("message", ""),
+                    "status": int(body.get("status", 400)),
+                    "times": int(body.get("times", 1)),
+                    "match": body.get("match", ""),
+                }
+            )
+    return 200, {}, "{}"
+
+
+def requests_sent(request, full_url, headers):
+    """Body: {"action": "StopExecution"}: the last 50 request bodies of that operation."""
+    action = _body(request).get("action", "")
+    with _faults_lock:
+        return 200, {}, json.dumps(list(_recent.get(action, [])))
+
+
+def _action_of(environ, body):
+    """The operation a request calls: X-Amz-Target for the JSON protocols
+    (`AWSStepFunctions.StartExecution`), Action= for the query protocol."""
+    from urllib.parse import parse_qs
+
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return target.rsplit(".", 1)[-1], "json"
+    form = parse_qs(body.decode("utf-8", "replace"))
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    return (form.get("Action") or query.get("Action") or [""])[0], "query"
+
+
+def _error_response(fault, protocol, start_response):
+    status = f"{fault['status']} Error"
+    if protocol == "json":
+        body = json.dumps({"__type": fault["code"], "message": fault["message"]}).encode()
+        headers = [("Content-Type", "application/x-amz-json-1.0"), ("x-amzn-ErrorType", fault["code"])]
+    else:
+        body = (
+            "<ErrorResponse><Error><Type>Sender</Type>"
+            f"<Code>{fault['code']}</Code><Message>{fault['message']}</Message>"
+            "</Error><RequestId>stevedore-fault</RequestId></ErrorResponse>"
+        ).encode()
+        headers = [("Content-Type", "text/xml")]
+    headers.append(("Content-Length", str(len(body))))
+    start_response(status, headers)
+    return [body]
+
+
+def _answer_faults_first():
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    dispatch = DomainDispatcherApplication.__call__
+
+    def call(self, environ, start_response):
+        if not environ.get("PATH_INFO", "").startswith("/moto-api"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length) if length else b""
+            environ["wsgi.input"] = io.BytesIO(body)
+            action, protocol = _action_of(environ, body)
+            text = body.decode("utf-8", "replace")
+            with _faults_lock:
+                kept = _recent.setdefault(action, [])
+                kept.append(text)
+                del kept[:-50]
+                hit = next(
+                    (f for f in _faults if f["action"] == action and f["times"] > 0 and f["match"] in text),
+                    None,
+                )
+                if hit:
+                    hit["times"] -= 1
+            if hit:
+                return _error_response(hit, protocol, start_response)
+        return dispatch(self, environ, start_response)
+
+    DomainDispatcherApplication.__call__ = call
+
+
+_answer_faults_first()
+
+moto_api_urls.url_paths["{0}/moto-api/stevedore/faults$"] = faults
+moto_api_urls.url_paths["{0}/moto-api/stevedore/requests$"] = requests_sent
 moto_api_urls.url_paths["{0}/moto-api/stevedore/ecs/stop-task$"] = stop_task
 moto_api_urls.url_paths["{0}/moto-api/stevedore/network$"] = network
 

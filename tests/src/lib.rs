@@ -18,6 +18,7 @@ use stevedore_aws::{DynamoDbRunStore, EcsSettings, EcsTaskRunner, SfnTaskTokens,
 use stevedore_domain::ports::{TaskTokens, TokenDelivery};
 use stevedore_domain::Result;
 
+pub mod moto_sfn;
 pub mod world;
 
 pub const REGION: &str = "us-east-1";
@@ -208,12 +209,19 @@ impl EcsFixture {
             "etl/app/{}",
             task_arn.rsplit('/').next().unwrap_or_default()
         );
-        logs.create_log_stream()
+        // A second write to the same task's stream appends to it.
+        if let Err(e) = logs
+            .create_log_stream()
             .log_group_name(JOB_LOG_GROUP)
             .log_stream_name(&stream)
             .send()
             .await
-            .expect("create log stream");
+        {
+            let exists = e
+                .as_service_error()
+                .is_some_and(|se| se.is_resource_already_exists_exception());
+            assert!(exists, "create log stream: {e:?}");
+        }
         let start = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
         let events: Vec<_> = lines
             .iter()

@@ -7,6 +7,9 @@
 //!
 //! Index `by-job` (`job`, `jobCreated`): runs of a job, newest first.
 //! Index `by-execution` (`executionId`, `attempt`): the attempts of an execution.
+//! Index `by-month` (`createdMonth`, `jobCreated`): every job's runs, newest
+//! first, one partition per UTC month (`2026-11`), so listing across jobs is
+//! a query per month instead of a scan, and no partition takes every write.
 
 use std::collections::HashMap;
 
@@ -25,7 +28,7 @@ use stevedore_domain::run::{
     ChangeOutcome, CreateOutcome, RunChange, RunQuery, RunRecord, SlotGrant,
 };
 use stevedore_domain::task::format_time;
-use stevedore_domain::{Error, Result};
+use stevedore_domain::{Error, Result, RunStatus};
 use time::OffsetDateTime;
 use tracing::{debug, instrument};
 
@@ -34,8 +37,64 @@ use crate::errors::classify;
 
 pub const INDEX_BY_JOB: &str = "by-job";
 pub const INDEX_BY_EXECUTION: &str = "by-execution";
+pub const INDEX_BY_MONTH: &str = "by-month";
 /// Attributes that exist only for the table's keys and indexes.
-const KEY_ATTRS: &[&str] = &["pk", "sk", "jobCreated", "executionId"];
+const KEY_ATTRS: &[&str] = &["pk", "sk", "jobCreated", "executionId", "createdMonth"];
+
+/// `2026-11`: the `by-month` partition of a run created at `t`.
+pub fn created_month(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!("{:04}-{:02}", t.year(), u8::from(t.month()))
+}
+
+/// `2026-11-24T06:00:00.120Z`: fixed width, so the index's string order is
+/// time order (RFC 3339 as `format_time` writes it drops a zero fraction,
+/// and `06:00:00.5Z` would sort before `06:00:00Z`).
+fn sort_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{}T{:02}:{:02}:{:02}.{:03}Z",
+        t.date(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// The month before `month` (`2026-01` → `2025-12`), as [`created_month`] writes it.
+fn previous_month(month: &str) -> Option<String> {
+    let (y, m) = month.split_once('-')?;
+    let (y, m): (i32, u8) = (y.parse().ok()?, m.parse().ok()?);
+    Some(if m <= 1 {
+        format!("{:04}-12", y - 1)
+    } else {
+        format!("{y:04}-{:02}", m - 1)
+    })
+}
+
+/// Which runs [`DynamoDbRunStore::list`] returns, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunListing {
+    /// One job (the `by-job` index), or every job (`by-month`).
+    pub job: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Runs created at or after this.
+    pub since: Option<OffsetDateTime>,
+    /// Across jobs: the oldest month to look in when `since` is not given
+    /// (the stack's creation: no run is older).
+    pub oldest: OffsetDateTime,
+    /// Across jobs: the newest month to look in (now).
+    pub newest: OffsetDateTime,
+    pub limit: usize,
+}
+
+/// What one listing cost: requests made and items DynamoDB read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListingCost {
+    pub requests: u32,
+    pub items_read: u64,
+}
 
 pub struct DynamoDbRunStore {
     client: Client,
@@ -135,8 +194,10 @@ impl DynamoDbRunStore {
             .attribute_definitions(attr("jobCreated", ScalarAttributeType::S)?)
             .attribute_definitions(attr("executionId", ScalarAttributeType::S)?)
             .attribute_definitions(attr("attempt", ScalarAttributeType::N)?)
+            .attribute_definitions(attr("createdMonth", ScalarAttributeType::S)?)
             .global_secondary_indexes(index(INDEX_BY_JOB, "job", "jobCreated")?)
             .global_secondary_indexes(index(INDEX_BY_EXECUTION, "executionId", "attempt")?)
+            .global_secondary_indexes(index(INDEX_BY_MONTH, "createdMonth", "jobCreated")?)
             .send()
             .await
             .map_err(|e| classify("CreateTable", &e))?;
@@ -152,10 +213,118 @@ impl DynamoDbRunStore {
         item.extend(run_key(&run.run_id));
         item.insert(
             "jobCreated".into(),
-            s(format!("{}#{}", format_time(run.created_at), run.run_id)),
+            s(format!("{}#{}", sort_time(run.created_at), run.run_id)),
         );
         item.insert("executionId".into(), s(run.execution.id.clone()));
+        item.insert("createdMonth".into(), s(created_month(run.created_at)));
         Ok(item)
+    }
+
+    /// Runs, newest first, as [`RunListing`] selects them: the `by-job`
+    /// index for one job, otherwise `by-month` from the newest month back.
+    /// Pages past DynamoDB's 1 MB per response until `limit` runs are found
+    /// or nothing is left.
+    pub async fn list(&self, listing: &RunListing) -> Result<(Vec<RunRecord>, ListingCost)> {
+        let mut runs = Vec::new();
+        let mut cost = ListingCost::default();
+        // `2026-11-24T06:00:00.000Z#…` ≥ `2026-11-24T06:00:00.000`: every run from `since` on.
+        let since = listing
+            .since
+            .map(|t| sort_time(t).trim_end_matches('Z').to_string());
+        match &listing.job {
+            Some(job) => {
+                self.query_newest(
+                    INDEX_BY_JOB,
+                    ("job", job),
+                    since.as_deref(),
+                    listing,
+                    &mut runs,
+                    &mut cost,
+                )
+                .await?
+            }
+            None => {
+                let oldest = created_month(listing.since.unwrap_or(listing.oldest));
+                let mut month = created_month(listing.newest);
+                while runs.len() < listing.limit && month >= oldest {
+                    self.query_newest(
+                        INDEX_BY_MONTH,
+                        ("createdMonth", &month),
+                        since.as_deref(),
+                        listing,
+                        &mut runs,
+                        &mut cost,
+                    )
+                    .await?;
+                    match previous_month(&month) {
+                        Some(m) => month = m,
+                        None => break,
+                    }
+                }
+            }
+        }
+        Ok((runs, cost))
+    }
+
+    /// One partition of an index, newest first, into `runs` until the
+    /// listing's limit.
+    async fn query_newest(
+        &self,
+        index: &str,
+        (key, value): (&str, &str),
+        since: Option<&str>,
+        listing: &RunListing,
+        runs: &mut Vec<RunRecord>,
+        cost: &mut ListingCost,
+    ) -> Result<()> {
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let wanted = listing.limit.saturating_sub(runs.len());
+            if wanted == 0 {
+                return Ok(());
+            }
+            // A filter is applied after DynamoDB reads a page: read more
+            // than is wanted, so a rare status does not take a request per run.
+            let page = if listing.status.is_some() {
+                wanted.saturating_mul(10).clamp(100, 1000)
+            } else {
+                wanted.min(1000)
+            };
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .expression_attribute_names("#k", key)
+                .expression_attribute_values(":k", s(value))
+                .scan_index_forward(false)
+                .limit(page as i32)
+                .set_exclusive_start_key(start.take());
+            req = match since {
+                Some(since) => req
+                    .key_condition_expression("#k = :k AND jobCreated >= :since")
+                    .expression_attribute_values(":since", s(since)),
+                None => req.key_condition_expression("#k = :k"),
+            };
+            if let Some(status) = listing.status {
+                req = req
+                    .filter_expression("#status = :status")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":status", s(status.as_str()));
+            }
+            let out = req.send().await.map_err(|e| classify("Query", &e))?;
+            cost.requests += 1;
+            cost.items_read += out.scanned_count().max(0) as u64;
+            for item in out.items() {
+                if runs.len() < listing.limit {
+                    runs.push(decode_run(item)?);
+                }
+            }
+            match out.last_evaluated_key() {
+                Some(k) if runs.len() < listing.limit => start = Some(k.clone()),
+                _ => return Ok(()),
+            }
+        }
     }
 
     async fn slot_items(&self, job: &str) -> Result<Vec<HashMap<String, AttributeValue>>> {

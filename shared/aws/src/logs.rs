@@ -116,12 +116,35 @@ fn arn_region(arn: &str) -> Option<&str> {
     stevedore_domain::console::Arn::parse(arn).map(|a| a.region)
 }
 
-#[async_trait]
-impl LogSource for CloudWatchLogSource {
-    #[instrument(skip_all, fields(run_id = %run.run_id))]
-    async fn tail(&self, run: &RunRecord, lines: usize) -> Result<LogTail> {
+/// Where a run's log is, or why it has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogLocation {
+    Stream(LogStreamRef),
+    /// No task was started for the run (yet).
+    NoTask,
+    /// The task definition's container does not use the `awslogs` driver
+    /// (or has no stream prefix, without which the stream has no name).
+    NotInCloudWatch {
+        container: Option<String>,
+    },
+}
+
+/// A page of a log stream, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogPage {
+    /// Each event's lines, with its timestamp (epoch milliseconds).
+    pub lines: Vec<(i64, String)>,
+    /// Where the next read starts (`nextForwardToken`): equal to the token
+    /// read with when the stream has nothing newer.
+    pub next: Option<String>,
+}
+
+impl CloudWatchLogSource {
+    /// Where the run's job container logs: `<prefix>/<container>/<task id>`
+    /// in the task definition's `awslogs-group` and region.
+    pub async fn locate(&self, run: &RunRecord) -> Result<LogLocation> {
         let Some(task_arn) = run.task_arn.as_deref() else {
-            return Ok(LogTail::default());
+            return Ok(LogLocation::NoTask);
         };
         let task_definition = run
             .task
@@ -134,36 +157,52 @@ impl LogSource for CloudWatchLogSource {
                     .map(str::to_string)
             });
         let (Some(task_definition), Some(id)) = (task_definition, task_id(task_arn)) else {
-            return Ok(LogTail::default());
+            return Ok(LogLocation::NoTask);
         };
         let container = run.main_container();
         let Some((container, cfg)) = self.awslogs(&task_definition, container.as_deref()).await?
         else {
             debug!("the container does not log to CloudWatch Logs");
-            return Ok(LogTail::default());
+            return Ok(LogLocation::NotInCloudWatch { container });
         };
         // Fargate requires a stream prefix; without one the stream cannot be named.
         let Some(prefix) = cfg.stream_prefix else {
-            return Ok(LogTail::default());
+            return Ok(LogLocation::NotInCloudWatch {
+                container: Some(container),
+            });
         };
         let region = cfg
             .region
             .or_else(|| arn_region(task_arn).map(str::to_string))
             .or_else(|| self.region.clone())
             .unwrap_or_default();
-        let stream = LogStreamRef {
-            region: region.clone(),
+        Ok(LogLocation::Stream(LogStreamRef {
+            region,
             group: cfg.group,
             stream: format!("{prefix}/{container}/{id}"),
-        };
+        }))
+    }
+
+    /// Reads a stream: from `token` on, or, without one, its last `limit`
+    /// events (`from_head` false) or its first (`from_head` true). `None`
+    /// when the stream does not exist (the container has not written a line).
+    pub async fn page(
+        &self,
+        stream: &LogStreamRef,
+        token: Option<String>,
+        from_head: bool,
+        limit: usize,
+    ) -> Result<Option<LogPage>> {
         let request = self
             .logs
             .get_log_events()
             .log_group_name(&stream.group)
             .log_stream_name(&stream.stream)
-            .start_from_head(false)
-            .limit(lines.clamp(1, 10_000) as i32);
-        // The log group may live in another region than this function.
+            .start_from_head(from_head)
+            .set_next_token(token)
+            .limit(limit.clamp(1, 10_000) as i32);
+        let region = &stream.region;
+        // The log group may live in another region than this client's.
         let sent = if !region.is_empty() && self.region.as_deref() != Some(region.as_str()) {
             let config = aws_sdk_cloudwatchlogs::config::Builder::default()
                 .region(aws_sdk_cloudwatchlogs::config::Region::new(region.clone()));
@@ -176,19 +215,40 @@ impl LogSource for CloudWatchLogSource {
             Err(e) => {
                 let code = e.as_service_error().map(error_code).unwrap_or_default();
                 if code == "ResourceNotFoundException" {
-                    // The container never wrote a line (it did not start).
-                    return Ok(LogTail::default());
+                    return Ok(None);
                 }
                 return Err(classify("GetLogEvents", &e));
             }
         };
-        let mut tail: Vec<String> = out
+        let lines = out
             .events()
             .iter()
-            .filter_map(|e| e.message())
-            .flat_map(|m| m.trim_end_matches('\n').split('\n'))
-            .map(|l| l.trim_end_matches('\r').to_string())
+            .filter_map(|e| Some((e.timestamp().unwrap_or_default(), e.message()?)))
+            .flat_map(|(at, m)| {
+                m.trim_end_matches('\n')
+                    .split('\n')
+                    .map(move |l| (at, l.trim_end_matches('\r').to_string()))
+            })
             .collect();
+        Ok(Some(LogPage {
+            lines,
+            next: out.next_forward_token().map(str::to_string),
+        }))
+    }
+}
+
+#[async_trait]
+impl LogSource for CloudWatchLogSource {
+    #[instrument(skip_all, fields(run_id = %run.run_id))]
+    async fn tail(&self, run: &RunRecord, lines: usize) -> Result<LogTail> {
+        let LogLocation::Stream(stream) = self.locate(run).await? else {
+            return Ok(LogTail::default());
+        };
+        // No stream: the container never wrote a line (it did not start).
+        let Some(page) = self.page(&stream, None, false, lines).await? else {
+            return Ok(LogTail::default());
+        };
+        let mut tail: Vec<String> = page.lines.into_iter().map(|(_, l)| l).collect();
         let excess = tail.len().saturating_sub(lines);
         tail.drain(..excess);
         Ok(LogTail {

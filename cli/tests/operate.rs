@@ -1,0 +1,962 @@
+//! The operator commands on a deployed stack (`--stack`), run as a user runs
+//! them (the binary, the standard AWS SDK configuration) against the
+//! emulators: CloudFormation, Step Functions, ECS and CloudWatch Logs in
+//! moto server, the runs table in DynamoDB Local. moto answers with the
+//! errors users meet on AWS (AccessDenied, throttling) when a test asks it
+//! to (`tests/emulators/moto_server.py`); the rest are real conditions (no
+//! credentials, another region, a closed port).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use stevedore_aws::DynamoDbRunStore;
+use stevedore_domain::cost::PriceTable;
+use stevedore_domain::ports::{RunStore, SystemClock};
+use stevedore_domain::run::RunRecord;
+use stevedore_domain::{FailureClass, RunStatus};
+use stevedore_integration_tests::contract::sample_run;
+use stevedore_integration_tests::{emulator, run_store, sdk_config, unique, EcsFixture, REGION};
+use time::OffsetDateTime;
+
+use common::text;
+
+/// A Stevedore stack in the emulators: a CloudFormation stack whose outputs
+/// name a state machine (moto), a table (DynamoDB Local) and a cluster.
+struct Deployed {
+    moto: String,
+    ddb: String,
+    name: String,
+    table: DynamoDbRunStore,
+    sfn: aws_sdk_sfn::Client,
+    state_machine: String,
+    ecs: EcsFixture,
+    home: PathBuf,
+}
+
+const PASS_MACHINE: &str =
+    r#"{"StartAt":"Wait","States":{"Wait":{"Type":"Wait","Seconds":3600,"End":true}}}"#;
+
+async fn cfn_stack(moto: &str, name: &str, outputs: Value) {
+    let template = json!({
+        "Resources": {"Marker": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        "Outputs": outputs,
+    });
+    aws_sdk_cloudformation::Client::new(&sdk_config(moto).await)
+        .create_stack()
+        .stack_name(name)
+        .template_body(template.to_string())
+        .send()
+        .await
+        .expect("create stack in moto");
+}
+
+fn outputs(state_machine: &str, table: &str, cluster: &str) -> Value {
+    json!({
+        "StevedoreStack": {"Value": "1"},
+        "StateMachineArn": {"Value": state_machine},
+        "RunsTableName": {"Value": table},
+        "ClusterArn": {"Value": cluster},
+        "AlertsTopicArn": {"Value": format!("arn:aws:sns:{REGION}:123456789012:alerts")},
+    })
+}
+
+impl Deployed {
+    /// A stack whose state machine only waits (moto does not run it): for
+    /// everything but following a real run.
+    async fn new() -> Option<Deployed> {
+        Self::on("STEVEDORE_TEST_MOTO").await
+    }
+
+    /// The same stack in the moto named by `var`.
+    async fn on(var: &str) -> Option<Deployed> {
+        let moto = emulator(var)?;
+        let ddb = emulator("STEVEDORE_TEST_DYNAMODB")?;
+        if var == "STEVEDORE_TEST_MOTO_SFN" {
+            // That moto runs state machines (a server-wide switch, set before
+            // any is created), and then keeps what StopExecution is given.
+            let resp = reqwest::Client::new()
+                .post(format!("{moto}/moto-api/config"))
+                .json(&json!({"stepfunctions": {"execute_state_machine": true}}))
+                .send()
+                .await
+                .expect("moto config");
+            assert!(resp.status().is_success());
+        }
+        let table = run_store(&ddb).await;
+        let sfn = aws_sdk_sfn::Client::new(&sdk_config(&moto).await);
+        let state_machine = sfn
+            .create_state_machine()
+            .name(unique("run-job"))
+            .definition(PASS_MACHINE)
+            .role_arn("arn:aws:iam::123456789012:role/stevedore")
+            .send()
+            .await
+            .expect("state machine")
+            .state_machine_arn()
+            .to_string();
+        let ecs = EcsFixture::new(&moto).await;
+        let name = unique("stevedore");
+        let cluster = format!("arn:aws:ecs:{REGION}:123456789012:cluster/{}", ecs.cluster);
+        cfn_stack(
+            &moto,
+            &name,
+            outputs(&state_machine, table.table(), &cluster),
+        )
+        .await;
+        let home = common::home(&name);
+        Some(Deployed {
+            moto,
+            ddb,
+            name,
+            table,
+            sfn,
+            state_machine,
+            ecs,
+            home,
+        })
+    }
+
+    /// `stevedore ARGS` with the stack and the emulators, as a user's shell
+    /// would have them (no retries unless a test asks for them).
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = common::command(&self.home, args);
+        aws_env(&mut c, &self.home, &self.moto, &self.ddb);
+        c.env("STEVEDORE_STACK", &self.name);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run stevedore")
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stevedore")
+    }
+
+    fn spec(&self, job: &str) -> Value {
+        json!({"job": job, "taskDefinition": self.ecs.family, "container": "app", "command": ["python", "-m", "etl"]})
+    }
+
+    fn spec_file(&self, spec: &Value) -> PathBuf {
+        let path = self.home.join(format!("{}.json", unique("spec")));
+        std::fs::write(&path, spec.to_string()).unwrap();
+        path
+    }
+
+    /// An execution of the stack's state machine (RUNNING: it waits an hour).
+    async fn execution(&self, input: &Value) -> String {
+        self.sfn
+            .start_execution()
+            .state_machine_arn(&self.state_machine)
+            .name(unique("exec"))
+            .input(input.to_string())
+            .send()
+            .await
+            .expect("start execution")
+            .execution_arn()
+            .to_string()
+    }
+
+    /// A run of that execution launched by the real launch-run handler: a
+    /// task in moto's ECS, the record in the table.
+    async fn launched(&self, job: &str) -> (String, RunRecord) {
+        let spec = self.spec(job);
+        let arn = self.execution(&spec).await;
+        let d = self
+            .sfn
+            .describe_execution()
+            .execution_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        let start = OffsetDateTime::from_unix_timestamp(d.start_date().secs()).unwrap();
+        let deps = launch_run::Deps {
+            tasks: Arc::new(self.ecs.runner()),
+            runs: Arc::new(run_store_of(&self.ddb, self.table.table()).await),
+            clock: Arc::new(SystemClock),
+            config: launch_run::Config::default(),
+        };
+        let out = launch_run::function_handler(
+            &deps,
+            json!({
+                "spec": spec,
+                "execution": {"id": arn, "name": d.name(), "startTime": stevedore_domain::task::format_time(start)},
+                "attempt": 1,
+            }),
+        )
+        .await
+        .expect("launch-run");
+        let run = self.table.get_run(&out.run_id).await.unwrap().unwrap();
+        assert!(run.task_arn.is_some(), "{run:?}");
+        (arn, run)
+    }
+
+    async fn fault(&self, body: Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/moto-api/stevedore/faults", self.moto))
+            .json(&body)
+            .send()
+            .await
+            .expect("fault");
+        assert!(resp.status().is_success());
+    }
+}
+
+async fn run_store_of(ddb: &str, table: &str) -> DynamoDbRunStore {
+    DynamoDbRunStore::new(aws_sdk_dynamodb::Client::new(&sdk_config(ddb).await), table)
+}
+
+/// The standard SDK configuration pointed at the emulators; nothing read
+/// from this machine's own AWS files or instance metadata.
+fn aws_env(c: &mut Command, home: &Path, moto: &str, ddb: &str) {
+    for var in [
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_DEFAULT_REGION",
+        "STEVEDORE_STACK",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("HOME", home)
+        .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            home.join("no-aws-credentials"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_ENDPOINT_URL", moto)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", ddb)
+        .env("AWS_MAX_ATTEMPTS", "1");
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn both(out: &Output) -> String {
+    format!(
+        "exit {}\n--- stdout\n{}--- stderr\n{}",
+        code(out),
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+fn wait_for(child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    let mut child = child;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("stevedore did not exit within {limit:?}:\n{}", both(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn runs_list_on_an_empty_table_says_there_are_no_runs() {
+    let Some(d) = Deployed::new().await else {
+        return;
+    };
+    let out = d.run(&["runs", "list"]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    assert!(
+        text(&out.stdout).contains(&format!("no runs in stack `{}`", d.name)),
+        "{}",
+        both(&out)
+    );
+    let out = d.run(&["runs", "list", "--json"]);
+    assert_eq!((code(&out), text(&out.stdout)), (0, String::new()));
+}
+
+/// Runs of ~4 KB each: 400 of them are 1.6 MB, past DynamoDB's 1 MB per response.
+async fn seed(
+    d: &Deployed,
+    job: &str,
+    n: usize,
+    status: RunStatus,
+    from: OffsetDateTime,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let created = from + time::Duration::seconds(i as i64);
+        let mut run = sample_run(
+            job,
+            &format!(
+                "arn:aws:states:{REGION}:123456789012:execution:run-job:{}",
+                unique("e")
+            ),
+            1,
+            created,
+        );
+        run.status = status;
+        run.spec["environment"] = json!({"PADDING": "x".repeat(4000)});
+        if status == RunStatus::Failed {
+            run.outcome = Some(stevedore_domain::failure::Outcome::failed(
+                FailureClass::ExitedNonZero,
+                "exited 3",
+                Some(3),
+            ));
+        }
+        run.finished_at = Some(created + time::Duration::seconds(42));
+        d.table.create_run(&run).await.expect("create run");
+        ids.push(run.run_id);
+    }
+    ids
+}
+
+fn listed(out: &Output) -> Vec<Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn runs_list_pages_past_one_megabyte_newest_first_across_jobs_and_months() {
+    let Some(d) = Deployed::new().await else {
+        return;
+    };
+    let now = OffsetDateTime::now_utc();
+    let job = unique("orders");
+    // Three failures first, then 400 successes (1.6 MB) after them.
+    let failed = seed(
+        &d,
+        &job,
+        3,
+        RunStatus::Failed,
+        now - time::Duration::hours(3),
+    )
+    .await;
+    let succeeded = seed(
+        &d,
+        &job,
+        400,
+        RunStatus::Succeeded,
+        now - time::Duration::hours(2),
+    )
+    .await;
+    // Another job's run, 40 days ago: another month's partition.
+    let other = unique("exports");
+    let old = seed(
+        &d,
+        &other,
+        1,
+        RunStatus::Succeeded,
+        now - time::Duration::days(40),
+    )
+    .await;
+
+    let out = d.run(&["runs", "list", "--job", &job, "--limit", "1000", "--json"]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    let runs = listed(&out);
+    let ids: Vec<&str> = runs.iter().map(|r| r["runId"].as_str().unwrap()).collect();
+    let mut expected: Vec<&str> = failed
+        .iter()
+        .chain(&succeeded)
+        .map(String::as_str)
+        .collect();
+    expected.reverse();
+    assert_eq!(ids, expected, "every run of the job, newest first");
+
+    // The failures are behind 1.6 MB of successes.
+    let out = d.run(&[
+        "runs", "list", "--job", &job, "--status", "FAILED", "--json",
+    ]);
+    let ids: Vec<String> = listed(&out)
+        .iter()
+        .map(|r| r["runId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        failed.iter().rev().cloned().collect::<Vec<_>>(),
+        "{}",
+        both(&out)
+    );
+
+    // Across jobs: the newest of all, then back through the months.
+    let out = d.run(&["runs", "list", "--limit", "2", "--json"]);
+    let ids: Vec<String> = listed(&out)
+        .iter()
+        .map(|r| r["runId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [succeeded[399].clone(), succeeded[398].clone()],
+        "{}",
+        both(&out)
+    );
+    // Back to the stack's creation, or --since: the run of 40 days ago
+    // predates this test's stack, so only a window reaches it.
+    let out = d.run(&[
+        "runs",
+        "list",
+        "--status",
+        "SUCCEEDED",
+        "--limit",
+        "1000",
+        "--json",
+    ]);
+    assert_eq!(listed(&out).len(), 400, "{}", both(&out));
+    let out = d.run(&[
+        "runs",
+        "list",
+        "--status",
+        "SUCCEEDED",
+        "--since",
+        "60d",
+        "--limit",
+        "1000",
+        "--json",
+    ]);
+    let runs = listed(&out);
+    assert_eq!(runs.len(), 401, "{}", both(&out));
+    assert_eq!(
+        runs[400]["runId"],
+        json!(old[0]),
+        "last month's run comes last"
+    );
+    let out = d.run(&["runs", "list", "--since", "30d", "--job", &other, "--json"]);
+    assert!(listed(&out).is_empty(), "{}", both(&out));
+
+    // The table a person reads.
+    let out = d.run(&["runs", "list", "--job", &job, "--status", "FAILED"]);
+    let table = text(&out.stdout);
+    let header = table.lines().next().unwrap_or_default();
+    for column in [
+        "RUN",
+        "JOB",
+        "STATUS",
+        "STARTED (UTC)",
+        "DURATION",
+        "EXIT",
+        "COST",
+        "ERROR",
+    ] {
+        assert!(header.contains(column), "{table}");
+    }
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains("FAILED") && row.contains("42s") && row.contains("ExitedNonZero"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn runs_show_has_the_record_history_links_and_log_tail() {
+    let Some(d) = Deployed::new().await else {
+        return;
+    };
+    let (execution, run) = d.launched(&unique("orders")).await;
+    let task = run.task_arn.clone().unwrap();
+    let lines: Vec<String> = (1..=30).map(|i| format!("loading batch {i}")).collect();
+    d.ecs.write_job_log(&task, &lines).await;
+    let out = d.run(&["runs", "show", &run.run_id]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&format!("run        {}", run.run_id)),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("status     RUNNING (attempt 1 of at most"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("execution history ({execution})")),
+        "{shown}"
+    );
+    assert!(shown.contains("ExecutionStarted"), "{shown}");
+    assert!(
+        shown.contains(&format!("https://{REGION}.console.aws.amazon.com/states/")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("loading batch 30") && !shown.contains("loading batch 10\n"),
+        "the last 20 lines: {shown}"
+    );
+    let out = d.run(&["runs", "show", &run.run_id, "--json"]);
+    let v: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", both(&out)));
+    assert_eq!(v["run"]["runId"], json!(run.run_id));
+    assert_eq!(v["execution"]["status"], json!("RUNNING"));
+    assert_eq!(v["log"]["lines"].as_array().map(Vec::len), Some(20));
+    assert!(
+        v["links"]["task"]
+            .as_str()
+            .is_some_and(|u| u.contains("/ecs/")),
+        "{v:#}"
+    );
+
+    let out = d.run(&["runs", "show", "no-such-run"]);
+    assert_eq!(code(&out), 2, "{}", both(&out));
+    assert!(
+        text(&out.stderr).contains("no run `no-such-run`"),
+        "{}",
+        both(&out)
+    );
+}
+
+#[tokio::test]
+async fn logs_prints_the_stream_and_says_when_there_is_none() {
+    let Some(d) = Deployed::new().await else {
+        return;
+    };
+    let (_, run) = d.launched(&unique("orders")).await;
+    // The container has not written a line: the stream does not exist.
+    let out = d.run(&["logs", &run.run_id]);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        text(&out.stderr).contains("does not exist (yet)"),
+        "{}",
+        both(&out)
+    );
+
+    let lines: Vec<String> = (1..=5).map(|i| format!("line {i}")).collect();
+    d.ecs
+        .write_job_log(run.task_arn.as_deref().unwrap(), &lines)
+        .await;
+    let out = d.run(&["logs", &run.run_id]);
+    assert_eq!(
+        (code(&out), text(&out.stdout)),
+        (0, lines.join("\n") + "\n"),
+        "{}",
+        both(&out)
+    );
+    let out = d.run(&["logs", &run.run_id, "--tail", "2"]);
+    assert_eq!(text(&out.stdout), "line 4\nline 5\n", "{}", both(&out));
+}
+
+#[tokio::test]
+async fn logs_follow_prints_new_lines_until_the_run_ends() {
+    let Some(d) = Deployed::new().await else {
+        return;
+    };
+    let (_, run) = d.launched(&unique("orders")).await;
+    let task = run.task_arn.clone().unwrap();
+    let child = d.spawn(&["logs", &run.run_id, "--follow", "--poll", "0.1"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.ecs.write_job_log(&task, &["first".to_string()]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.ecs.write_job_log(&task, &["second".to_string()]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let change = stevedore_domain::run::RunChange::to(RunStatus::Failed);
+    d.table
+        .change_run(&run.run_id, &change)
+        .await
+        .expect("end the run");
+    let out = wait_for(child, Duration::from_secs(20));
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    assert_eq!(text(&out.stdout), "first\nsecond\n", "{}", both(&out));
+    assert!(
+        text(&out.stderr).contains("waiting"),
+        "it said it waits for the stream: {}",
+        both(&out)
+    );
+}
+
+#[tokio::test]
+async fn start_checks_the_spec_first_then_starts_and_refuses_a_used_name() {
+    let Some(d) = Deployed::new().await else {
+        return;
+    };
+    let bad = d.spec_file(&json!({"job": "Bad Name", "taskDefinition": "etl"}));
+    let out = d.run(&["start", bad.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", both(&out));
+    assert!(
+        text(&out.stderr).contains("InvalidJobSpec"),
+        "{}",
+        both(&out)
+    );
+    let executions = || async {
+        d.sfn
+            .list_executions()
+            .state_machine_arn(&d.state_machine)
+            .send()
+            .await
+            .unwrap()
+            .executions()
+            .len()
+    };
+    assert_eq!(executions().await, 0, "nothing was sent");
+
+    let spec = d.spec("orders_ingest");
+    let file = d.spec_file(&spec);
+    let name = unique("orders");
+    let out = d.run(&["start", file.to_str().unwrap(), "--name", &name]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    let stdout = text(&out.stdout);
+    let arn = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("execution  "))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_string();
+    let started = d
+        .sfn
+        .describe_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.name(), Some(name.as_str()));
+    assert_eq!(
+        serde_json::from_str::<Value>(started.input().unwrap()).unwrap(),
+        spec
+    );
+
+    // The same name and input while it runs: Step Functions returns the
+    // same execution (StartExecution is idempotent); another input is refused.
+    let again = d.run(&["start", file.to_str().unwrap(), "--name", &name]);
+    assert_eq!(code(&again), 0, "{}", both(&again));
+    assert!(
+        text(&again.stdout).contains(&format!("execution  {arn}\n")),
+        "{}",
+        both(&again)
+    );
+    let other = d.spec_file(&d.spec("orders_other"));
+    let out = d.run(&["start", other.to_str().unwrap(), "--name", &name]);
+    assert_eq!(code(&out), 2, "{}", both(&out));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        both(&out)
+    );
+    let out = d.run(&["start", file.to_str().unwrap(), "--name", "has space"]);
+    assert_eq!(code(&out), 2, "{}", both(&out));
+
+    // Without a name: <job>-<UTC time>-<salt>, and two starts differ.
+    let a = d.run(&["start", file.to_str().unwrap()]);
+    let b = d.run(&["start", file.to_str().unwrap()]);
+    assert_eq!((code(&a), code(&b)), (0, 0), "{}{}", both(&a), both(&b));
+    assert!(text(&a.stdout).contains("started    orders_ingest-"));
+    assert_ne!(text(&a.stdout), text(&b.stdout));
+    assert_eq!(executions().await, 3, "the idempotent start added none");
+}
+
+#[tokio::test]
+async fn rerun_starts_the_same_input_again() {
+    let Some(d) = Deployed::new().await else {
+        return;
+    };
+    let (execution, run) = d.launched(&unique("orders")).await;
+    let out = d.run(&["rerun", &run.run_id]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    let stdout = text(&out.stdout);
+    let arn = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("execution  "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_ne!(arn, execution);
+    let old = d
+        .sfn
+        .describe_execution()
+        .execution_arn(&execution)
+        .send()
+        .await
+        .unwrap();
+    let new = d
+        .sfn
+        .describe_execution()
+        .execution_arn(arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        new.input(),
+        old.input(),
+        "the execution's own input, as given"
+    );
+    assert!(
+        new.name()
+            .unwrap()
+            .starts_with(&format!("{}-rerun-", old.name().unwrap())),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn stop_stops_the_execution_and_waits_until_the_reaper_cancels_the_run() {
+    // The moto that runs state machines keeps StopExecution's cause.
+    let Some(d) = Deployed::on("STEVEDORE_TEST_MOTO_SFN").await else {
+        return;
+    };
+    let (execution, run) = d.launched(&unique("orders")).await;
+    let child = d.spawn(&[
+        "stop",
+        &run.run_id,
+        "--reason",
+        "wrong input",
+        "--poll",
+        "0.1",
+    ]);
+    // The stack's EventBridge rule would hand the ABORTED event to
+    // reap-execution; EventBridge does not fire in moto, so the test does.
+    let mut aborted = None;
+    for _ in 0..200 {
+        let d = d
+            .sfn
+            .describe_execution()
+            .execution_arn(&execution)
+            .send()
+            .await
+            .unwrap();
+        if d.status().as_str() == "ABORTED" {
+            aborted = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let aborted = aborted.expect("stevedore stop called StopExecution");
+    // What the CLI asked for (moto does not keep StopExecution's cause; AWS
+    // puts it in the execution and its ABORTED event).
+    let sent: Vec<String> = reqwest::Client::new()
+        .post(format!("{}/moto-api/stevedore/requests", d.moto))
+        .json(&json!({"action": "StopExecution"}))
+        .send()
+        .await
+        .expect("requests")
+        .json()
+        .await
+        .expect("requests JSON");
+    let sent: Value = sent
+        .iter()
+        .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+        .find(|b| b["executionArn"] == json!(execution))
+        .expect("the StopExecution request");
+    assert_eq!(sent["error"], json!("StoppedByUser"));
+    assert_eq!(sent["cause"], json!("wrong input"));
+    let deps = reap_execution::Deps {
+        tasks: Arc::new(d.ecs.runner()),
+        runs: Arc::new(run_store_of(&d.ddb, d.table.table()).await),
+        clock: Arc::new(SystemClock),
+        prices: PriceTable::builtin(),
+        region: REGION.into(),
+    };
+    let event = json!({
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "detail": {"executionArn": execution, "status": "ABORTED", "input": aborted.input(), "cause": sent["cause"]},
+    });
+    reap_execution::function_handler(&deps, event)
+        .await
+        .expect("reap-execution");
+    let out = wait_for(child, Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    assert!(
+        text(&out.stdout).contains(&format!("cancelled  {}", run.run_id)),
+        "{}",
+        both(&out)
+    );
+    let after = d.table.get_run(&run.run_id).await.unwrap().unwrap();
+    assert_eq!(after.status, RunStatus::Cancelled);
+    let outcome = after.outcome.clone().expect("an outcome");
+    assert!(
+        outcome.message.contains("wrong input"),
+        "{outcome:?} from {aborted:?}"
+    );
+    let task = d.ecs.describe(run.task_arn.as_deref().unwrap()).await;
+    assert_eq!(
+        task.desired_status(),
+        Some("STOPPED"),
+        "the reaper stopped the task"
+    );
+
+    // Stopping it again: nothing to stop.
+    let out = d.run(&["stop", &run.run_id]);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        text(&out.stderr).contains("already ended (ABORTED)"),
+        "{}",
+        both(&out)
+    );
+}
+
+#[tokio::test]
+async fn stop_says_why_when_the_run_is_never_cancelled() {
+    let Some(d) = Deployed::new().await else {
+        return;
+    };
+    let (_, run) = d.launched(&unique("orders")).await;
+    // No reaper: the run stays RUNNING.
+    let out = d.run(&["stop", &run.run_id, "--wait", "1s", "--poll", "0.1"]);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        text(&out.stderr).contains("reap-execution"),
+        "{}",
+        both(&out)
+    );
+}
+
+#[tokio::test]
+async fn errors_name_the_fix() {
+    let Some(d) = Deployed::new().await else {
+        return;
+    };
+    let check = |out: Output, exit: i32, says: &[&str]| {
+        assert_eq!(code(&out), exit, "{}", both(&out));
+        for s in says {
+            assert!(text(&out.stderr).contains(s), "`{s}` in {}", both(&out));
+        }
+    };
+    // No credentials anywhere.
+    let out = d
+        .command(&["runs", "list"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    check(out, 3, &["NoCredentials", "AWS_PROFILE"]);
+    // No region.
+    let out = d
+        .command(&["runs", "list"])
+        .env_remove("AWS_REGION")
+        .output()
+        .unwrap();
+    check(out, 2, &["NoRegion", "--region"]);
+    // The stack is in another region.
+    check(
+        d.run(&["runs", "list", "--region", "eu-west-1"]),
+        2,
+        &["StackNotFound", "eu-west-1"],
+    );
+    check(
+        d.run(&["runs", "list", "--stack", "no-such-stack"]),
+        2,
+        &["StackNotFound", "no-such-stack"],
+    );
+    // A stack that is not Stevedore's.
+    let foreign = unique("website");
+    cfn_stack(&d.moto, &foreign, json!({"BucketName": {"Value": "site"}})).await;
+    check(
+        d.run(&["runs", "list", "--stack", &foreign]),
+        2,
+        &["NotStevedoreStack"],
+    );
+    // Access denied: the action is named.
+    d.fault(json!({"action": "DescribeStacks", "code": "AccessDenied", "status": 403, "message": "User: arn:aws:iam::123456789012:user/ana is not authorized to perform: cloudformation:DescribeStacks", "match": d.name})).await;
+    check(
+        d.run(&["runs", "list"]),
+        3,
+        &["AccessDenied", "cloudformation:DescribeStacks", "Operate"],
+    );
+    let file = d.spec_file(&d.spec("orders"));
+    let name = unique("denied");
+    d.fault(json!({"action": "StartExecution", "code": "AccessDeniedException", "message": "not authorized", "match": name})).await;
+    check(
+        d.run(&["start", file.to_str().unwrap(), "--name", &name]),
+        3,
+        &["AccessDenied", "states:StartExecution"],
+    );
+    // Throttling is retried...
+    d.fault(json!({"action": "DescribeStacks", "code": "Throttling", "message": "Rate exceeded", "times": 2, "match": d.name})).await;
+    let out = d
+        .command(&["runs", "list"])
+        .env("AWS_MAX_ATTEMPTS", "3")
+        .output()
+        .unwrap();
+    assert_eq!(
+        code(&out),
+        0,
+        "retried past two throttled answers: {}",
+        both(&out)
+    );
+    // ...until the attempts run out.
+    d.fault(json!({"action": "DescribeStacks", "code": "Throttling", "message": "Rate exceeded", "times": 2, "match": d.name})).await;
+    let out = d
+        .command(&["runs", "list"])
+        .env("AWS_MAX_ATTEMPTS", "2")
+        .output()
+        .unwrap();
+    check(out, 3, &["Throttled", "cloudformation:DescribeStacks"]);
+    // Nothing listening.
+    let out = d
+        .command(&["runs", "list"])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    check(out, 3, &["Unreachable"]);
+    // Commands that only exist for a stack say so without one.
+    let out = common::stevedore(&d.home, &["stop", "some-run"]);
+    assert_eq!(code(&out), 2, "{}", both(&out));
+    assert!(text(&out.stderr).contains("--stack"), "{}", both(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_follow_shows_the_steps_and_the_summary_of_a_real_run() {
+    use stevedore_integration_tests::moto_sfn;
+    let Some(s) = moto_sfn::stack().await else {
+        return;
+    };
+    let moto = emulator("STEVEDORE_TEST_MOTO_SFN").unwrap();
+    let ddb = emulator("STEVEDORE_TEST_DYNAMODB").unwrap();
+    let name = unique("stevedore");
+    let cluster = format!(
+        "arn:aws:ecs:{REGION}:123456789012:cluster/{}",
+        s.ecs.cluster
+    );
+    cfn_stack(
+        &moto,
+        &name,
+        outputs(&s.state_machine, s.runs.table(), &cluster),
+    )
+    .await;
+    let home = common::home(&name);
+    let spec = s.spec(json!({}));
+    let file = home.join("job.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let mut c = common::command(
+        &home,
+        &["start", file.to_str().unwrap(), "--follow", "--poll", "0.2"],
+    );
+    aws_env(&mut c, &home, &moto, &ddb);
+    c.env("STEVEDORE_STACK", &name);
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let task = s.next_task(&[]).await;
+    s.task_stops(
+        &task,
+        json!({"exitCode": 0, "runSeconds": 30, "cpu": "1024", "memory": "2048"}),
+    )
+    .await;
+    let out = wait_for(child, Duration::from_secs(60));
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    let stdout = text(&out.stdout);
+    for step in [
+        "▸ Launch task",
+        "▸ Wait for task",
+        "▸ Record run",
+        "✔ execution succeeded",
+        "status     SUCCEEDED",
+        "exit code  0",
+        "cost       $",
+    ] {
+        assert!(stdout.contains(step), "`{step}` in {stdout}");
+    }
+    assert!(
+        stdout.contains(&format!("--stack {name}")),
+        "the log command: {stdout}"
+    );
+}
