@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Re-runs every benchmark of BENCHMARKS.md on this machine and prints the
 # tables (markdown). Nothing here is a test: benchmarks report, tests assert.
-# usage: bash scripts/bench.sh [cost|handlers|latency|scale|coldstart|size|engine]...   (default: all)
+# usage: bash scripts/bench.sh [cost|handlers|latency|scale|coldstart|size|engine|operate]...   (default: all)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 need cargo "the Rust toolchain"
 what=("$@")
-[ ${#what[@]} -gt 0 ] || what=(machine cost handlers latency scale coldstart size engine)
+[ ${#what[@]} -gt 0 ] || what=(machine cost handlers latency scale coldstart size engine operate)
 # 1,000 concurrent runs hold a few thousand pipes and files.
 [ "$(ulimit -n)" -ge 8192 ] || ulimit -n 8192 2>/dev/null || true
 
@@ -30,6 +30,15 @@ for w in "${what[@]}"; do
       cases="$ROOT/../shared/asl-conformance/cases"
       if [ -d "$cases" ]; then "$bench" engine --cases "$cases" --repeat 20
       else echo "(no ASL conformance sample at $cases: skipped)"; fi
+      ;;
+    operate)
+      echo "## operate"
+      # The CLI as `bash scripts/stevedore --stack S` builds it; the seeding
+      # and timing program in debug (it waits on the emulators, not the CPU).
+      cargo build --quiet --locked --profile local -p stevedore-cli
+      cargo build --quiet --locked -p stevedore-bench --features aws --bin stevedore-bench-operate
+      start_emulators >/dev/null
+      "$CARGO_TARGET_DIR/debug/stevedore-bench-operate" --cli "$CARGO_TARGET_DIR/local/stevedore" --runs 10000 --repeat 20
       ;;
     coldstart)
       echo "## coldstart"
@@ -55,6 +64,6 @@ print(f"| {name} | {os.path.getsize(path) / 1e6:.2f} MB | {inner / 1e6:.2f} MB |
 PY
       done
       ;;
-    *) die "unknown benchmark '$w' (cost, handlers, latency, scale, coldstart, size)" ;;
+    *) die "unknown benchmark '$w' (cost, handlers, latency, scale, coldstart, size, engine, operate)" ;;
   esac
 done

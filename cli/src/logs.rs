@@ -162,7 +162,8 @@ pub async fn stack(args: LogsArgs, stack: &crate::stack::Stack) -> Result<ExitCo
                         "its log stream {} in {} does not exist (yet): the container has not written a line",
                         s.stream, s.group
                     ),
-                    None => "no task has been started for it (yet)".to_string(),
+                    None if ended => "no task was started for it".to_string(),
+                    None => "no task has been started for it yet".to_string(),
                 };
                 if !args.follow || ended {
                     tell!("run {} ({}): {why}", run.run_id, run.status);

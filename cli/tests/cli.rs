@@ -47,6 +47,17 @@ fn hello_runs_to_success_with_progress_and_shows_in_runs_list() {
     );
     let log = std::fs::read_to_string(h.join("logs").join(format!("{run_id}.log"))).unwrap();
     assert!(log.contains("hello from stevedore"));
+    // `stevedore logs` prints that file; --tail its end; --follow returns
+    // at once for an ended run.
+    let logs = stevedore(&h, &["logs", run_id]);
+    assert_eq!(text(&logs.stdout), log, "{}", text(&logs.stderr));
+    let tail = stevedore(&h, &["logs", run_id, "--tail", "1"]);
+    assert_eq!(text(&tail.stdout), "step 3 of 3\n");
+    let follow = stevedore(&h, &["logs", run_id, "--follow"]);
+    assert_eq!((follow.status.code(), text(&follow.stdout)), (Some(0), log));
+    let missing = stevedore(&h, &["logs", "no-such-run"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("no run `no-such-run`"));
     assert!(!stevedore(&h, &["runs", "show", "no-such-run"])
         .status
         .success());
@@ -235,6 +246,10 @@ fn every_command_has_help() {
         vec!["runs", "show", "--help"],
         vec!["validate", "--help"],
         vec!["exec", "--help"],
+        vec!["start", "--help"],
+        vec!["stop", "--help"],
+        vec!["rerun", "--help"],
+        vec!["logs", "--help"],
     ] {
         let out = stevedore(&h, &args);
         assert!(out.status.success(), "{args:?}");

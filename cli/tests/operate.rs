@@ -439,6 +439,24 @@ async fn runs_list_pages_past_one_megabyte_newest_first_across_jobs_and_months()
     let out = d.run(&["runs", "list", "--since", "30d", "--job", &other, "--json"]);
     assert!(listed(&out).is_empty(), "{}", both(&out));
 
+    // The same numbers `runs stats` gives locally, from the stack's table.
+    let out = d.run(&["runs", "stats", "--job", &job, "--since", "1d", "--json"]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    let stats = listed(&out);
+    assert_eq!(stats.len(), 1, "{}", both(&out));
+    assert_eq!(
+        (
+            &stats[0]["runs"],
+            &stats[0]["succeeded"],
+            &stats[0]["failed"]
+        ),
+        (&json!(403), &json!(400), &json!(3)),
+        "{}",
+        both(&out)
+    );
+    assert_eq!(stats[0]["p50Seconds"], json!(42));
+    assert_eq!(stats[0]["lastFailure"]["runId"], json!(failed[2]));
+
     // The table a person reads.
     let out = d.run(&["runs", "list", "--job", &job, "--status", "FAILED"]);
     let table = text(&out.stdout);
