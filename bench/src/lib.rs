@@ -320,6 +320,7 @@ fn stevedore_local_run(
         cost: None,
         finished_at: None,
         expires_at: 0,
+        logical_time: None,
         notes: Vec::new(),
     }
 }

@@ -115,7 +115,7 @@ pub fn fitted_table<R: AsRef<[String]>>(
 
 /// The runs table of `runs list`, local or on a stack.
 pub fn runs_table(runs: &[stevedore_domain::run::RunRecord]) -> Vec<String> {
-    let rows: Vec<[String; 9]> = runs
+    let rows: Vec<[String; 10]> = runs
         .iter()
         .map(|r| {
             let dur = crate::run::run_duration(r)
@@ -125,6 +125,9 @@ pub fn runs_table(runs: &[stevedore_domain::run::RunRecord]) -> Vec<String> {
             [
                 r.run_id.clone(),
                 r.job.clone(),
+                r.logical_time
+                    .map(stevedore_domain::logical::short)
+                    .unwrap_or_else(|| "-".into()),
                 r.status.to_string(),
                 // "1/3" while another attempt may follow; an ended run's row
                 // is its own attempt (a retry is a row of its own).
@@ -155,6 +158,7 @@ pub fn runs_table(runs: &[stevedore_domain::run::RunRecord]) -> Vec<String> {
     let header = [
         "RUN",
         "JOB",
+        "LOGICAL TIME",
         "STATUS",
         "ATTEMPT",
         "STARTED (UTC)",
@@ -166,7 +170,7 @@ pub fn runs_table(runs: &[stevedore_domain::run::RunRecord]) -> Vec<String> {
     fitted_table(
         &header,
         &rows,
-        &["COST", "ATTEMPT", "EXIT", "ERROR", "JOB"],
+        &["COST", "ATTEMPT", "EXIT", "ERROR", "JOB", "LOGICAL TIME"],
         terminal_width(),
     )
 }

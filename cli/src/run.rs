@@ -335,6 +335,12 @@ pub fn summary(status: &str, cause: Option<&str>, runs: &[RunRecord], log: Optio
         return;
     };
     say!("run        {}", last.run_id);
+    if let Some(t) = last.logical_time {
+        say!(
+            "logical    {}",
+            stevedore_domain::logical::format_logical(t)
+        );
+    }
     let retried = runs.len() > 1;
     if retried {
         say!("attempts   {} (at most {})", runs.len(), last.max_attempts);

@@ -200,6 +200,9 @@ pub async fn show(run_id: &str, as_json: bool, stack: &Stack) -> Result<ExitCode
         ),
         ("created", format_time(run.created_at)),
     ];
+    if let Some(t) = run.logical_time {
+        facts.push(("logical", stevedore_domain::logical::format_logical(t)));
+    }
     if let Some(d) = crate::run::run_duration(&run) {
         facts.push(("duration", stevedore_domain::duration::format_duration(d)));
     }

@@ -50,7 +50,7 @@ pub async fn rerun(args: RerunArgs, stack: &Stack) -> Result<ExitCode> {
         .execution_arn(&run.execution.id)
         .send()
         .await;
-    let input: Value = match described {
+    let mut input: Value = match described {
         Ok(d) => d
             .input()
             .and_then(|i| serde_json::from_str(i).ok())
@@ -60,6 +60,13 @@ pub async fn rerun(args: RerunArgs, stack: &Stack) -> Result<ExitCode> {
         }
         Err(e) => return Err(remote_error("states:DescribeExecution", &e).into()),
     };
+    // The rerun processes the same interval: a run without `logicalTime`
+    // in its input had its execution's start, which a new execution would
+    // not have.
+    if let (Some(t), Some(obj)) = (run.logical_time, input.as_object_mut()) {
+        obj.entry("logicalTime")
+            .or_insert_with(|| json!(stevedore_domain::task::format_time(t)));
+    }
     let name = match args.name {
         Some(n) => {
             check_name(&n)?;

@@ -699,11 +699,14 @@ async fn rerun_starts_the_same_input_again() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        new.input(),
-        old.input(),
-        "the execution's own input, as given"
-    );
+    // The execution's own input, as given, with the run's logical time (the
+    // old execution's start): the rerun processes the same interval.
+    let mut expected: Value = serde_json::from_str(old.input().unwrap()).unwrap();
+    expected["logicalTime"] = json!(stevedore_domain::task::format_time(
+        run.logical_time.expect("launch-run recorded it")
+    ));
+    let given: Value = serde_json::from_str(new.input().unwrap()).unwrap();
+    assert_eq!(given, expected);
     assert!(
         new.name()
             .unwrap()
@@ -976,5 +979,212 @@ async fn start_follow_shows_the_steps_and_the_summary_of_a_real_run() {
     assert!(
         stdout.contains(&format!("--stack {name}")),
         "the log command: {stdout}"
+    );
+}
+
+/// Plays ECS for a backfill on the moto stack until `child` exits: each
+/// task runs ~0.3 s, then stops with exit 3 if it loads `fail_date`, else
+/// 0 (delivered to task-events as EventBridge would). Returns the output and
+/// the most tasks and RUNNING executions seen at once.
+async fn play_ecs(
+    s: &stevedore_integration_tests::moto_sfn::Stack,
+    mut child: Child,
+    fail_date: Option<&str>,
+) -> (Output, usize, usize) {
+    let mut seen: Vec<(String, Instant)> = Vec::new();
+    let mut stopped: Vec<String> = Vec::new();
+    let (mut most_tasks, mut most_executions) = (0, 0);
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "the backfill did not end in 240 s"
+        );
+        let listed = s
+            .ecs
+            .client
+            .list_tasks()
+            .cluster(&s.ecs.cluster)
+            .send()
+            .await
+            .unwrap();
+        for arn in listed.task_arns() {
+            if !seen.iter().any(|(a, _)| a == arn) {
+                seen.push((arn.clone(), Instant::now()));
+            }
+        }
+        let running = seen.iter().filter(|(a, _)| !stopped.contains(a)).count();
+        most_tasks = most_tasks.max(running);
+        let executions = s
+            .sfn
+            .list_executions()
+            .state_machine_arn(&s.state_machine)
+            .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
+            .send()
+            .await
+            .unwrap()
+            .executions()
+            .len();
+        most_executions = most_executions.max(executions);
+        for (arn, since) in seen.clone() {
+            if stopped.contains(&arn) || since.elapsed() < Duration::from_millis(300) {
+                continue;
+            }
+            let task = s.ecs.describe(&arn).await;
+            let date = task
+                .overrides()
+                .into_iter()
+                .flat_map(|o| o.container_overrides())
+                .flat_map(|c| c.environment())
+                .find(|kv| kv.name() == Some("STEVEDORE_LOGICAL_DATE"))
+                .and_then(|kv| kv.value())
+                .unwrap_or_else(|| panic!("task {arn} has no STEVEDORE_LOGICAL_DATE"))
+                .to_string();
+            let exit = if Some(date.as_str()) == fail_date {
+                3
+            } else {
+                0
+            };
+            s.task_stops(
+                &arn,
+                json!({"exitCode": exit, "runSeconds": 60, "cpu": "256", "memory": "512"}),
+            )
+            .await;
+            stopped.push(arn);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (
+        child.wait_with_output().unwrap(),
+        most_tasks,
+        most_executions,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_on_a_stack_runs_30_days_3_at_a_time_and_its_rerun_skips_what_succeeded() {
+    use stevedore_integration_tests::moto_sfn;
+    let Some(s) = moto_sfn::stack().await else {
+        return;
+    };
+    let moto = emulator("STEVEDORE_TEST_MOTO_SFN").unwrap();
+    let ddb = emulator("STEVEDORE_TEST_DYNAMODB").unwrap();
+    let name = unique("stevedore");
+    let cluster = format!(
+        "arn:aws:ecs:{REGION}:123456789012:cluster/{}",
+        s.ecs.cluster
+    );
+    cfn_stack(
+        &moto,
+        &name,
+        outputs(&s.state_machine, s.runs.table(), &cluster),
+    )
+    .await;
+    let home = common::home(&name);
+    let spec =
+        s.spec(json!({"concurrency": {"max": 3}, "command": ["load", "--day", "${logicalDate}"]}));
+    let job = spec["job"].as_str().unwrap().to_string();
+    let file = home.join("job.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let f = file.to_str().unwrap();
+    let backfill = || {
+        let mut c = common::command(
+            &home,
+            &[
+                "backfill",
+                f,
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-11-30",
+                "--max-parallel",
+                "3",
+                "--poll",
+                "0.2",
+            ],
+        );
+        aws_env(&mut c, &home, &moto, &ddb);
+        c.env("STEVEDORE_STACK", &name);
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    let (out, most_tasks, most_executions) = play_ecs(&s, backfill(), Some("2026-11-13")).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), 1, "{}", both(&out));
+    assert!(
+        stdout.contains("29 succeeded, 1 did not, 0 skipped"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "--at 2026-11-13T00:00:00Z --max-parallel 3 --stack {name}"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        most_executions <= 3 && most_tasks <= 3,
+        "never more than 3 at once: {most_executions} executions, {most_tasks} tasks"
+    );
+    assert!(most_tasks >= 2, "runs did overlap: {most_tasks}");
+    let listed = s
+        .sfn
+        .list_executions()
+        .state_machine_arn(&s.state_machine)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.executions().iter().map(|e| e.name()).collect();
+    assert_eq!(names.len(), 30, "{names:?}");
+    assert!(
+        names.contains(&format!("{job}-20261101T000000").as_str()),
+        "{names:?}"
+    );
+    // The placeholder was filled in the task's command.
+    let executions = s.state_machine.replacen(":stateMachine:", ":execution:", 1);
+    let run = s
+        .runs_of(&format!("{executions}:{job}-20261105T000000"))
+        .await;
+    assert_eq!(run.len(), 1);
+    assert_eq!(
+        run[0]
+            .logical_time
+            .map(stevedore_domain::logical::format_logical)
+            .as_deref(),
+        Some("2026-11-05T00:00:00Z")
+    );
+    let task = s.ecs.describe(run[0].task_arn.as_deref().unwrap()).await;
+    let command: Vec<String> = task.overrides().unwrap().container_overrides()[0]
+        .command()
+        .to_vec();
+    assert_eq!(command, ["load", "--day", "2026-11-05"]);
+
+    // Again: only the 13th runs, under the next name, and succeeds.
+    let (out, _, _) = play_ecs(&s, backfill(), None).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    assert!(
+        stdout.contains("1 succeeded, 0 did not, 29 skipped"),
+        "{stdout}"
+    );
+    let listed = s
+        .sfn
+        .list_executions()
+        .state_machine_arn(&s.state_machine)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.executions().iter().map(|e| e.name()).collect();
+    assert_eq!(names.len(), 31, "{names:?}");
+    assert!(
+        names.contains(&format!("{job}-20261113T000000-2").as_str()),
+        "{names:?}"
     );
 }

@@ -50,6 +50,7 @@ pub fn sample_run(
         cost: None,
         finished_at: None,
         expires_at: (created_at + Duration::days(400)).unix_timestamp(),
+        logical_time: None,
         notes: Vec::new(),
     }
 }

@@ -62,6 +62,16 @@ fn defaults(job: &Yaml) -> BTreeMap<String, String> {
 }
 
 /// The schedule input, as CloudFormation renders it for `params`.
+/// The time the sample schedule fires at.
+const SCHEDULED: &str = "2026-11-27T06:00:00Z";
+
+/// What EventBridge Scheduler sends: the rendered input with its context
+/// attribute `<aws.scheduler.scheduled-time>` filled ("Adding context
+/// attributes", EventBridge Scheduler User Guide).
+fn as_scheduler_sends(rendered: &str) -> String {
+    rendered.replace("<aws.scheduler.scheduled-time>", SCHEDULED)
+}
+
 fn render_input(job: &Yaml, params: &BTreeMap<String, String>) -> String {
     let input = &job["Resources"]["Schedule"]["Properties"]["Target"]["Input"];
     let branches = tagged(input, "!If")
@@ -128,10 +138,22 @@ fn example_params(job: &Yaml) -> BTreeMap<String, String> {
 fn the_example_jobs_schedule_input_is_a_job_spec_launch_run_accepts() {
     let job = load("jobs/job.yaml");
     let params = example_params(&job);
-    let input = render_input(&job, &params);
+    let rendered = render_input(&job, &params);
+    // The schedule's own time becomes the run's logical time: retries and
+    // reruns (same input) keep it.
+    assert!(
+        rendered.contains(r#""logicalTime":"<aws.scheduler.scheduled-time>""#),
+        "{rendered}"
+    );
+    let input = as_scheduler_sends(&rendered);
     let value: serde_json::Value =
         serde_json::from_str(&input).unwrap_or_else(|e| panic!("{e}: {input}"));
     let spec = JobSpec::from_value(&value).unwrap_or_else(|e| panic!("{e}: {input}"));
+    assert_eq!(
+        spec.logical_time
+            .map(stevedore_domain::logical::format_logical),
+        Some(SCHEDULED.to_string())
+    );
     assert_eq!(spec.job, "example-0f1e2d3c");
     assert_eq!(
         spec.task_definition,
@@ -150,8 +172,10 @@ fn the_job_templates_defaults_and_an_environment_render_valid_specs() {
     let job = load("jobs/job.yaml");
     let mut params = defaults(&job);
     params.insert("JobName".into(), "orders-ingest".into());
-    let spec =
-        JobSpec::from_value(&serde_json::from_str(&render_input(&job, &params)).unwrap()).unwrap();
+    let spec = JobSpec::from_value(
+        &serde_json::from_str(&as_scheduler_sends(&render_input(&job, &params))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         (spec.timeout, spec.retry.max_attempts, spec.network),
         (3600, 3, None)
@@ -162,8 +186,10 @@ fn the_job_templates_defaults_and_an_environment_render_valid_specs() {
         r#"{"TARGET_SCHEMA":"raw","BATCH_SIZE":"5000"}"#.into(),
     );
     params.insert("Timeout".into(), "6h".into());
-    let spec =
-        JobSpec::from_value(&serde_json::from_str(&render_input(&job, &params)).unwrap()).unwrap();
+    let spec = JobSpec::from_value(
+        &serde_json::from_str(&as_scheduler_sends(&render_input(&job, &params))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         spec.environment.get("TARGET_SCHEMA").map(String::as_str),
         Some("raw")
@@ -177,7 +203,7 @@ fn a_secret_in_the_environment_parameter_is_refused_as_launch_run_would() {
     let mut params = defaults(&job);
     params.insert("JobName".into(), "orders-ingest".into());
     params.insert("Environment".into(), r#"{"DB_PASSWORD":"hunter2"}"#.into());
-    let value = serde_json::from_str(&render_input(&job, &params)).unwrap();
+    let value = serde_json::from_str(&as_scheduler_sends(&render_input(&job, &params))).unwrap();
     let err = JobSpec::from_value(&value).unwrap_err().to_string();
     assert!(err.contains("DB_PASSWORD"), "{err}");
 }

@@ -93,6 +93,7 @@ fn run(i: usize, n: usize, now: OffsetDateTime) -> RunRecord {
         }),
         finished_at: Some(created + time::Duration::seconds(300)),
         expires_at: (created + time::Duration::days(400)).unix_timestamp(),
+        logical_time: None,
         notes: Vec::new(),
     }
 }

@@ -139,6 +139,9 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
         Capacity::OnDemand => Capacity::OnDemand,
         Capacity::Spot | Capacity::SpotWithFallback => Capacity::Spot,
     });
+    // The interval the run processes: the spec's, or the execution's start
+    // (the same for every attempt, so a retry processes the same interval).
+    let logical_time = spec.logical_time.unwrap_or(input.execution.start_time);
     let record = RunRecord {
         run_id: id.clone(),
         job: spec.job.clone(),
@@ -160,6 +163,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
         finished_at: None,
         expires_at: (now + time::Duration::days(deps.config.retention_days as i64))
             .unix_timestamp(),
+        logical_time: Some(logical_time),
         notes: Vec::new(),
     };
     let output = |status: LaunchStatus,
@@ -270,7 +274,8 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
         tags.insert(STACK_TAG.into(), stack.clone());
     }
     let mut launch = Launch {
-        spec: spec.clone(),
+        // `${logicalDate}` and the rest filled; STEVEDORE_LOGICAL_* set.
+        spec: spec.for_logical_time(record.logical_time.unwrap_or(logical_time)),
         run_id: id.clone(),
         client_token: client_token(&input.execution, input.attempt, record.capacity),
         capacity: record.capacity,

@@ -57,6 +57,30 @@ pub struct RecordOutput {
     pub recovered_after: Option<u32>,
     /// The failure class of the last of them.
     pub recovered_from: Option<FailureClass>,
+    /// The attempt's duration (created to finished), for the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u64>,
+}
+
+/// The metrics of a recorded attempt as one embedded-metric-format log line
+/// (see `stevedore_domain::metrics`); `None` when there is nothing to count.
+/// The Lambda writes it to standard output, where CloudWatch Logs extracts it.
+pub fn metrics_line(output: &RecordOutput, stack: &str, at: OffsetDateTime) -> Option<String> {
+    let run_id = output.run_id.as_deref().unwrap_or("");
+    let line = stevedore_domain::metrics::emf(&stevedore_domain::metrics::AttemptMetrics {
+        stack,
+        job: &output.job,
+        run_id,
+        attempt: output.attempt,
+        status: output.status,
+        class: output.error,
+        last: !output.retry,
+        duration_seconds: output.duration_seconds,
+        cost_usd: output.cost_usd,
+        logical_time: None,
+        at,
+    })?;
+    Some(line.to_string())
 }
 
 pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput> {
@@ -98,6 +122,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
             notify_recovery: false,
             recovered_after: None,
             recovered_from: None,
+            duration_seconds: None,
         });
     };
 
@@ -293,6 +318,9 @@ async fn decide(deps: &Deps, run: RunRecord, raw_spec: Value) -> Result<RecordOu
         notify_recovery: recovered_after.is_some(),
         recovered_after,
         recovered_from,
+        duration_seconds: run
+            .finished_at
+            .map(|f| (f - run.created_at).whole_seconds().max(0) as u64),
     })
 }
 

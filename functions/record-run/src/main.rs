@@ -12,6 +12,8 @@ use stevedore_lambda::{config_or_exit, init_logging, LambdaError};
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_logging();
     let region = config_or_exit(stevedore_aws::env_required("AWS_REGION"));
+    // Names the stack in the run metrics (the `Stack` dimension).
+    let stack = stevedore_aws::env_optional("STACK_NAME").unwrap_or_else(|| "stevedore".into());
     let settings = config_or_exit(EcsSettings::from_env());
     let sdk = stevedore_aws::load_config().await;
     let deps = Deps {
@@ -21,11 +23,18 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         prices: PriceTable::builtin(),
         region,
     };
-    let deps = &deps;
+    let (deps, stack) = (&deps, stack.as_str());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        function_handler(deps, event.payload)
+        let output = function_handler(deps, event.payload)
             .await
-            .map_err(LambdaError)
+            .map_err(LambdaError)?;
+        // One JSON object on its own line: CloudWatch Logs makes the metrics.
+        if let Some(line) =
+            record_run::metrics_line(&output, stack, time::OffsetDateTime::now_utc())
+        {
+            println!("{line}");
+        }
+        Ok::<_, LambdaError>(output)
     }))
     .await
 }

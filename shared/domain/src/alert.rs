@@ -63,6 +63,13 @@ pub struct Alert {
     pub run_id: Option<String>,
     pub attempt: u32,
     pub max_attempts: u32,
+    /// Which interval the run processes (see [`crate::logical`]).
+    #[serde(
+        with = "lenient_time",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub logical_time: Option<OffsetDateTime>,
     /// The failure; for a recovery notice, the last failure before it.
     pub class: FailureClass,
     /// What happened, in plain language, with this run's numbers.
@@ -199,6 +206,7 @@ impl Alert {
             run_id: Some(run.run_id.clone()),
             attempt: run.attempt,
             max_attempts: run.max_attempts,
+            logical_time: run.logical_time,
             class,
             explanation,
             hint: None,
@@ -247,6 +255,7 @@ impl Alert {
             run_id: None,
             attempt: 0,
             max_attempts: 0,
+            logical_time: None,
             class,
             explanation,
             hint,
@@ -319,6 +328,9 @@ impl Alert {
         let mut out = Vec::new();
         if let Some(r) = &self.run_id {
             out.push(("Run", r.clone()));
+        }
+        if let Some(t) = self.logical_time {
+            out.push(("Logical time", crate::logical::format_logical(t)));
         }
         if self.attempt > 0 {
             let attempt = if self.kind != AlertKind::Failure {

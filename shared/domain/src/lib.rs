@@ -11,8 +11,10 @@ pub mod error;
 pub mod failure;
 pub mod flow;
 pub mod lifecycle;
+pub mod logical;
 #[cfg(any(test, feature = "mocks"))]
 pub mod memory;
+pub mod metrics;
 pub mod ports;
 pub mod redact;
 pub mod run;

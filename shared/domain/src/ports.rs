@@ -31,9 +31,11 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// Variables every job container gets: `STEVEDORE_RUN_ID`, `STEVEDORE_JOB`, `STEVEDORE_ATTEMPT`.
+    /// Variables every job container gets: `STEVEDORE_RUN_ID`, `STEVEDORE_JOB`,
+    /// `STEVEDORE_ATTEMPT`, and with a logical time `STEVEDORE_LOGICAL_TIME`
+    /// and `STEVEDORE_LOGICAL_DATE`.
     pub fn run_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("STEVEDORE_RUN_ID", self.run_id.clone()),
             ("STEVEDORE_JOB", self.spec.job.clone()),
             (
@@ -43,7 +45,11 @@ impl Launch {
                     .cloned()
                     .unwrap_or_else(|| "1".into()),
             ),
-        ]
+        ];
+        if let Some(t) = self.spec.logical_time {
+            env.extend(crate::logical::env(t));
+        }
+        env
     }
 }
 

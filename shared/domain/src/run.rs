@@ -129,6 +129,14 @@ pub struct RunRecord {
     pub finished_at: Option<OffsetDateTime>,
     /// Epoch seconds after which the store may delete the record (TTL).
     pub expires_at: i64,
+    /// Which interval the run processes: the spec's `logicalTime`, or the
+    /// execution's start time (see [`crate::logical`]).
+    #[serde(
+        default,
+        with = "lenient_time",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub logical_time: Option<OffsetDateTime>,
     /// What happened to the run after it ended (the sweep stopping a task
     /// it had left running), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -168,6 +168,14 @@ pub struct JobSpec {
     pub notify: NotifySpec,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Which interval the run processes (see [`crate::logical`]); absent:
+    /// the execution's start time.
+    #[serde(
+        default,
+        with = "crate::task::lenient_time",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub logical_time: Option<time::OffsetDateTime>,
 }
 
 fn ser_duration<S: serde::Serializer>(seconds: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -251,6 +259,7 @@ const TOP_FIELDS: &[&str] = &[
     "concurrency",
     "notify",
     "tags",
+    "logicalTime",
 ];
 
 impl JobSpec {
@@ -313,8 +322,30 @@ impl JobSpec {
                     "is empty; leave it out to run the task definition's own command",
                 );
             }
+            for (i, arg) in cmd.iter().enumerate() {
+                if let Err(m) = crate::logical::check(arg) {
+                    errs.add(format!("command[{i}]"), m);
+                }
+            }
         }
         let environment = errs.opt_string_map(map, "", "environment");
+        for (k, v) in &environment {
+            if let Err(m) = crate::logical::check(v) {
+                errs.add(format!("environment.{k}"), m);
+            }
+        }
+        let logical_time = errs.opt_str(map, "", "logicalTime").and_then(|s| {
+            match time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339) {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    errs.add(
+                        "logicalTime",
+                        format!("`{s}` is not an RFC 3339 time: write it as 2026-11-27T00:00:00Z"),
+                    );
+                    None
+                }
+            }
+        });
         let not_secrets = errs
             .opt_string_list(map, "", "notSecrets")
             .unwrap_or_default();
@@ -513,7 +544,26 @@ impl JobSpec {
             concurrency,
             notify,
             tags,
+            logical_time,
         })
+    }
+
+    /// The spec a run of logical time `t` launches: `logicalTime` set, the
+    /// placeholders of `command` and `environment` filled.
+    pub fn for_logical_time(&self, t: time::OffsetDateTime) -> JobSpec {
+        JobSpec {
+            command: self
+                .command
+                .as_ref()
+                .map(|c| c.iter().map(|a| crate::logical::fill(a, t)).collect()),
+            environment: self
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), crate::logical::fill(v, t)))
+                .collect(),
+            logical_time: Some(t),
+            ..self.clone()
+        }
     }
 
     /// The JSON form, every default written out.
