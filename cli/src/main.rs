@@ -1,6 +1,9 @@
 //! `stevedore`: run jobs and state machines on this machine (local mode),
 //! and look at run history.
 
+mod backfill;
+#[cfg(feature = "aws")]
+mod backfill_stack;
 mod logs;
 mod operate;
 mod out;
@@ -65,6 +68,8 @@ enum Command {
     Stop(operate::StopArgs),
     /// Start a run's job again on a deployed stack (--stack), with the same input.
     Rerun(operate::RerunArgs),
+    /// One run per logical time (--from/--to/--every, or --at), at most --max-parallel at once; locally or on a stack.
+    Backfill(backfill::BackfillArgs),
     /// Check job specs and state machine definitions (*.asl.json).
     Validate {
         /// Files to check.
@@ -200,6 +205,11 @@ async fn main() -> ExitCode {
             "stop",
             "a local run stops with Ctrl-C in the terminal that runs it",
         )),
+        Command::Backfill(args) if remote => operate::backfill(args, &stack).await,
+        Command::Backfill(args) => match backfill::LocalBackfill::new(&args.home).await {
+            Ok(local) => backfill::backfill(args, Arc::new(local)).await,
+            Err(e) => Err(e),
+        },
         Command::Logs(args) if remote => operate::logs(args, &stack).await,
         Command::Logs(args) => logs::local(args).await,
         Command::Runs(RunsCommand::List {

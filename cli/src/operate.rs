@@ -132,6 +132,13 @@ mod with_aws {
     ) -> Result<ExitCode> {
         crate::stack_runs::stats(job, since, json, &connect(stack).await?).await
     }
+    pub async fn backfill(
+        args: crate::backfill::BackfillArgs,
+        stack: &StackArgs,
+    ) -> Result<ExitCode> {
+        let b = crate::backfill_stack::StackBackfill::new(connect(stack).await?, args.poll);
+        crate::backfill::backfill(args, std::sync::Arc::new(b)).await
+    }
     pub async fn list(args: ListArgs, stack: &StackArgs) -> Result<ExitCode> {
         crate::stack_runs::list(args, &connect(stack).await?).await
     }
@@ -176,9 +183,12 @@ mod with_aws {
     ) -> Result<ExitCode> {
         Err(unavailable(stack))
     }
+    pub async fn backfill(_: crate::backfill::BackfillArgs, stack: &StackArgs) -> Result<ExitCode> {
+        Err(unavailable(stack))
+    }
 }
 
-pub use with_aws::{list, logs, rerun, show, start, stats, stop};
+pub use with_aws::{backfill, list, logs, rerun, show, start, stats, stop};
 
 /// What a command that only exists for a stack says without one.
 pub fn needs_stack(command: &str, local: &str) -> anyhow::Error {
