@@ -282,10 +282,16 @@ pub async fn backfill(args: BackfillArgs, backfiller: Arc<dyn Backfiller>) -> Re
                 progress.finished(t, &done);
                 results.insert(t, done);
             }
-            _ = sigint.recv(), if !interrupted => {
-                interrupted = true;
+            _ = sigint.recv() => {
                 progress.clear();
-                tell!("{} SIGINT: stopping the running executions; nothing new starts", color("33", "■"));
+                if interrupted {
+                    // A second Ctrl-C: leave now. Locally, the next stevedore
+                    // command stops what is left (see `stevedore_local::recovery`).
+                    tell!("{} SIGINT again: exiting without waiting", color("31", "■"));
+                    std::process::exit(130);
+                }
+                interrupted = true;
+                tell!("{} SIGINT: stopping the running executions (Ctrl-C again to leave at once); nothing new starts", color("33", "■"));
                 backfiller.cancel().await;
             }
         }

@@ -114,9 +114,8 @@ const REJECTED: &[&str] = &[
     "MissingAuthenticationToken",
 ];
 
-/// An SDK error from `action` (`states:StartExecution`) as a [`RemoteError`];
-/// `None` for a service error the caller should look at itself (its code
-/// is in the error's metadata).
+/// An SDK error from `action` (`states:StartExecution`) as a [`RemoteError`]
+/// (callers look at the service errors they expect first).
 pub fn remote_error<E>(action: &str, err: &SdkError<E, Response>) -> RemoteError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
