@@ -125,16 +125,7 @@ pub fn logical_times(args: &BackfillArgs) -> Result<Vec<OffsetDateTime>> {
 /// `orders-20261101T000000` (the job name shortened to keep 80 characters
 /// with a `-NN` suffix).
 pub fn execution_name(job: &str, t: OffsetDateTime, n: u32) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let stamp = format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    let stamp = stevedore_domain::logical::compact(t);
     let job: String = job.chars().take(80 - 1 - stamp.len() - 4).collect();
     if n <= 1 {
         format!("{job}-{stamp}")

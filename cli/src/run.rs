@@ -238,15 +238,7 @@ fn execution_name(
         }
         return Ok((name.to_string(), arn));
     }
-    let base = format!(
-        "{job}-{:04}{:02}{:02}T{:02}{:02}{:02}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
+    let base = format!("{job}-{}", stevedore_domain::logical::compact(now));
     for n in 1..1000 {
         let name = if n == 1 {
             base.clone()

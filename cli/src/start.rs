@@ -129,30 +129,21 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn compact(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 /// `<job>-<UTC time>-<4 hex>`: readable, and two starts in one second differ.
 fn default_name(job: &str, now: OffsetDateTime) -> String {
     let salt = (now.nanosecond() ^ std::process::id().rotate_left(16)) & 0xffff;
     let job: String = job.chars().take(58).collect();
-    format!("{job}-{}-{salt:04x}", compact(now))
+    format!(
+        "{job}-{}-{salt:04x}",
+        stevedore_domain::logical::compact(now)
+    )
 }
 
 fn rerun_name(old: &str, now: OffsetDateTime) -> String {
     // Reruns of reruns do not grow the name.
     let base = old.split("-rerun-").next().unwrap_or(old);
     let base: String = base.chars().take(80 - 22).collect();
-    format!("{base}-rerun-{}", compact(now))
+    format!("{base}-rerun-{}", stevedore_domain::logical::compact(now))
 }
 
 async fn start_execution(stack: &Stack, name: &str, input: &Value) -> Result<String> {

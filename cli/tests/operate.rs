@@ -922,40 +922,65 @@ async fn errors_name_the_fix() {
     assert!(text(&out.stderr).contains("--stack"), "{}", both(&out));
 }
 
+/// run-job with the real functions in moto's Step Functions
+/// (`moto_sfn::Stack`), and a CloudFormation stack whose outputs name it:
+/// what `stevedore --stack` operates.
+struct RealStack {
+    moto: String,
+    ddb: String,
+    name: String,
+    home: PathBuf,
+}
+
+impl RealStack {
+    async fn new() -> Option<(stevedore_integration_tests::moto_sfn::Stack, RealStack)> {
+        let s = stevedore_integration_tests::moto_sfn::stack().await?;
+        let moto = emulator("STEVEDORE_TEST_MOTO_SFN")?;
+        let ddb = emulator("STEVEDORE_TEST_DYNAMODB")?;
+        let name = unique("stevedore");
+        let cluster = format!(
+            "arn:aws:ecs:{REGION}:123456789012:cluster/{}",
+            s.ecs.cluster
+        );
+        cfn_stack(
+            &moto,
+            &name,
+            outputs(&s.state_machine, s.runs.table(), &cluster),
+        )
+        .await;
+        let home = common::home(&name);
+        Some((
+            s,
+            RealStack {
+                moto,
+                ddb,
+                name,
+                home,
+            },
+        ))
+    }
+
+    /// `stevedore ARGS` on this stack, its output captured.
+    fn spawn(&self, args: &[&str]) -> Child {
+        let mut c = common::command(&self.home, args);
+        aws_env(&mut c, &self.home, &self.moto, &self.ddb);
+        c.env("STEVEDORE_STACK", &self.name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stevedore")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_follow_shows_the_steps_and_the_summary_of_a_real_run() {
-    use stevedore_integration_tests::moto_sfn;
-    let Some(s) = moto_sfn::stack().await else {
+    let Some((s, cli)) = RealStack::new().await else {
         return;
     };
-    let moto = emulator("STEVEDORE_TEST_MOTO_SFN").unwrap();
-    let ddb = emulator("STEVEDORE_TEST_DYNAMODB").unwrap();
-    let name = unique("stevedore");
-    let cluster = format!(
-        "arn:aws:ecs:{REGION}:123456789012:cluster/{}",
-        s.ecs.cluster
-    );
-    cfn_stack(
-        &moto,
-        &name,
-        outputs(&s.state_machine, s.runs.table(), &cluster),
-    )
-    .await;
-    let home = common::home(&name);
     let spec = s.spec(json!({}));
-    let file = home.join("job.json");
+    let file = cli.home.join("job.json");
     std::fs::write(&file, spec.to_string()).unwrap();
-    let mut c = common::command(
-        &home,
-        &["start", file.to_str().unwrap(), "--follow", "--poll", "0.2"],
-    );
-    aws_env(&mut c, &home, &moto, &ddb);
-    c.env("STEVEDORE_STACK", &name);
-    let child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = cli.spawn(&["start", file.to_str().unwrap(), "--follow", "--poll", "0.2"]);
     let task = s.next_task(&[]).await;
     s.task_stops(
         &task,
@@ -977,7 +1002,7 @@ async fn start_follow_shows_the_steps_and_the_summary_of_a_real_run() {
         assert!(stdout.contains(step), "`{step}` in {stdout}");
     }
     assert!(
-        stdout.contains(&format!("--stack {name}")),
+        stdout.contains(&format!("--stack {}", cli.name)),
         "the log command: {stdout}"
     );
 }
@@ -1066,52 +1091,28 @@ async fn play_ecs(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_on_a_stack_runs_30_days_3_at_a_time_and_its_rerun_skips_what_succeeded() {
-    use stevedore_integration_tests::moto_sfn;
-    let Some(s) = moto_sfn::stack().await else {
+    let Some((s, cli)) = RealStack::new().await else {
         return;
     };
-    let moto = emulator("STEVEDORE_TEST_MOTO_SFN").unwrap();
-    let ddb = emulator("STEVEDORE_TEST_DYNAMODB").unwrap();
-    let name = unique("stevedore");
-    let cluster = format!(
-        "arn:aws:ecs:{REGION}:123456789012:cluster/{}",
-        s.ecs.cluster
-    );
-    cfn_stack(
-        &moto,
-        &name,
-        outputs(&s.state_machine, s.runs.table(), &cluster),
-    )
-    .await;
-    let home = common::home(&name);
     let spec =
         s.spec(json!({"concurrency": {"max": 3}, "command": ["load", "--day", "${logicalDate}"]}));
     let job = spec["job"].as_str().unwrap().to_string();
-    let file = home.join("job.json");
+    let file = cli.home.join("job.json");
     std::fs::write(&file, spec.to_string()).unwrap();
     let f = file.to_str().unwrap();
     let backfill = || {
-        let mut c = common::command(
-            &home,
-            &[
-                "backfill",
-                f,
-                "--from",
-                "2026-11-01",
-                "--to",
-                "2026-11-30",
-                "--max-parallel",
-                "3",
-                "--poll",
-                "0.2",
-            ],
-        );
-        aws_env(&mut c, &home, &moto, &ddb);
-        c.env("STEVEDORE_STACK", &name);
-        c.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        cli.spawn(&[
+            "backfill",
+            f,
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-30",
+            "--max-parallel",
+            "3",
+            "--poll",
+            "0.2",
+        ])
     };
 
     let (out, most_tasks, most_executions) = play_ecs(&s, backfill(), Some("2026-11-13")).await;
@@ -1123,7 +1124,8 @@ async fn a_backfill_on_a_stack_runs_30_days_3_at_a_time_and_its_rerun_skips_what
     );
     assert!(
         stdout.contains(&format!(
-            "--at 2026-11-13T00:00:00Z --max-parallel 3 --stack {name}"
+            "--at 2026-11-13T00:00:00Z --max-parallel 3 --stack {}",
+            cli.name
         )),
         "{stdout}"
     );

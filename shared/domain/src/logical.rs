@@ -34,6 +34,20 @@ pub fn format_logical(t: OffsetDateTime) -> String {
     )
 }
 
+/// `20261127T063000` (UTC, whole seconds): for names.
+pub fn compact(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// `2026-11-27` (the UTC date).
 pub fn format_date(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC).date().to_string()
