@@ -74,6 +74,15 @@ pub fn parse_when(s: &str) -> Result<OffsetDateTime, String> {
     })
 }
 
+/// `--logical-time T` of `run` and `start`: the spec's `logicalTime`.
+pub fn set_logical_time(spec: &mut Value, when: &str) -> Result<()> {
+    let t = parse_when(when).map_err(|e| anyhow!("--logical-time {e}"))?;
+    if let Some(obj) = spec.as_object_mut() {
+        obj.insert("logicalTime".into(), json!(format_logical(t)));
+    }
+    Ok(())
+}
+
 /// The logical times the arguments name, sorted, without duplicates.
 pub fn logical_times(args: &BackfillArgs) -> Result<Vec<OffsetDateTime>> {
     let mut times = BTreeSet::new();

@@ -43,6 +43,9 @@ pub struct StartArgs {
     /// Show the steps as they happen, then the run's summary; exit 0 if it succeeded, 1 if not.
     #[arg(long)]
     pub follow: bool,
+    /// The interval the run processes (a date or RFC 3339 time): sets the spec's `logicalTime`.
+    #[arg(long)]
+    pub logical_time: Option<String>,
     /// Seconds between looks at the execution while following.
     #[arg(long, default_value_t = 2.0, hide = true)]
     pub poll: f64,

@@ -35,6 +35,9 @@ pub struct RunArgs {
     /// KEY=VALUE lines: the secrets a task definition would inject (default: <home>/secrets.env if present).
     #[arg(long)]
     secrets: Option<PathBuf>,
+    /// The interval the run processes (a date or RFC 3339 time): sets the spec's `logicalTime`.
+    #[arg(long)]
+    logical_time: Option<String>,
     /// Seconds between safety polls when no task event arrives.
     #[arg(long, default_value_t = 900)]
     check_interval: u64,
@@ -55,7 +58,10 @@ struct Interrupted {
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
-    let spec_value = read_json(&args.job)?;
+    let mut spec_value = read_json(&args.job)?;
+    if let Some(t) = &args.logical_time {
+        crate::backfill::set_logical_time(&mut spec_value, t)?;
+    }
     let spec = match JobSpec::from_value(&spec_value) {
         Ok(s) => s,
         Err(e) => {

@@ -21,7 +21,10 @@ use crate::out::say;
 use crate::stack::{from_domain, remote_error, Kind, RemoteError, Stack};
 
 pub async fn start(args: StartArgs, stack: &Stack) -> Result<ExitCode> {
-    let value = crate::read_json(&args.job)?;
+    let mut value = crate::read_json(&args.job)?;
+    if let Some(t) = &args.logical_time {
+        crate::backfill::set_logical_time(&mut value, t)?;
+    }
     let spec = JobSpec::from_value(&value)
         .map_err(|e| anyhow!("InvalidJobSpec: {}: {e}", args.job.display()))?;
     let name = match args.name {

@@ -212,3 +212,43 @@ fn bad_backfill_arguments_are_named() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn run_takes_a_logical_time_for_one_run() {
+    let h = home("run-logical");
+    let out = stevedore(
+        &h,
+        &[
+            "run",
+            "examples/jobs/daily-load.json",
+            "--logical-time",
+            "2026-11-05",
+            "--quiet",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("logical    2026-11-05T00:00:00Z"),
+        "{stdout}"
+    );
+    let listed = text(&stevedore(&h, &["runs", "list", "--json"]).stdout);
+    let run: Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(run["logicalTime"], json!("2026-11-05T00:00:00Z"));
+    let log = text(&stevedore(&h, &["logs", run["runId"].as_str().unwrap()]).stdout);
+    assert_eq!(
+        log,
+        "loading partition dt=2026-11-05 for 2026-11-05\ndone\n"
+    );
+    let bad = stevedore(
+        &h,
+        &[
+            "run",
+            "examples/jobs/daily-load.json",
+            "--logical-time",
+            "soon",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("--logical-time `soon` is neither"));
+}

@@ -669,6 +669,28 @@ async fn start_checks_the_spec_first_then_starts_and_refuses_a_used_name() {
     assert!(text(&a.stdout).contains("started    orders_ingest-"));
     assert_ne!(text(&a.stdout), text(&b.stdout));
     assert_eq!(executions().await, 3, "the idempotent start added none");
+
+    // --logical-time sets the spec's logicalTime.
+    let out = d.run(&[
+        "start",
+        file.to_str().unwrap(),
+        "--logical-time",
+        "2026-11-03",
+    ]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    let arn = text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("execution  ").map(str::to_string))
+        .unwrap();
+    let started = d
+        .sfn
+        .describe_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let input: Value = serde_json::from_str(started.input().unwrap()).unwrap();
+    assert_eq!(input["logicalTime"], json!("2026-11-03T00:00:00Z"));
 }
 
 #[tokio::test]
