@@ -77,15 +77,7 @@ impl Deployed {
         let moto = emulator(var)?;
         let ddb = emulator("STEVEDORE_TEST_DYNAMODB")?;
         if var == "STEVEDORE_TEST_MOTO_SFN" {
-            // That moto runs state machines (a server-wide switch, set before
-            // any is created), and then keeps what StopExecution is given.
-            let resp = reqwest::Client::new()
-                .post(format!("{moto}/moto-api/config"))
-                .json(&json!({"stepfunctions": {"execute_state_machine": true}}))
-                .send()
-                .await
-                .expect("moto config");
-            assert!(resp.status().is_success());
+            stevedore_integration_tests::moto_sfn::run_state_machines(&moto).await;
         }
         let table = run_store(&ddb).await;
         let sfn = aws_sdk_sfn::Client::new(&sdk_config(&moto).await);
@@ -255,6 +247,14 @@ fn both(out: &Output) -> String {
         text(&out.stdout),
         text(&out.stderr)
     )
+}
+
+/// The command exited with `exit` and its standard error says each of `says`.
+fn expect_exit(out: &Output, exit: i32, says: &[&str]) {
+    assert_eq!(code(out), exit, "{}", both(out));
+    for s in says {
+        assert!(text(&out.stderr).contains(s), "`{s}` in {}", both(out));
+    }
 }
 
 fn wait_for(child: Child, limit: Duration) -> Output {
@@ -527,12 +527,7 @@ async fn runs_show_has_the_record_history_links_and_log_tail() {
     );
 
     let out = d.run(&["runs", "show", "no-such-run"]);
-    assert_eq!(code(&out), 2, "{}", both(&out));
-    assert!(
-        text(&out.stderr).contains("no run `no-such-run`"),
-        "{}",
-        both(&out)
-    );
+    expect_exit(&out, 2, &["no run `no-such-run`"]);
 }
 
 #[tokio::test]
@@ -543,12 +538,7 @@ async fn logs_prints_the_stream_and_says_when_there_is_none() {
     let (_, run) = d.launched(&unique("orders")).await;
     // The container has not written a line: the stream does not exist.
     let out = d.run(&["logs", &run.run_id]);
-    assert_eq!(code(&out), 1, "{}", both(&out));
-    assert!(
-        text(&out.stderr).contains("does not exist (yet)"),
-        "{}",
-        both(&out)
-    );
+    expect_exit(&out, 1, &["does not exist (yet)"]);
 
     let lines: Vec<String> = (1..=5).map(|i| format!("line {i}")).collect();
     d.ecs
@@ -600,12 +590,7 @@ async fn start_checks_the_spec_first_then_starts_and_refuses_a_used_name() {
     };
     let bad = d.spec_file(&json!({"job": "Bad Name", "taskDefinition": "etl"}));
     let out = d.run(&["start", bad.to_str().unwrap()]);
-    assert_eq!(code(&out), 2, "{}", both(&out));
-    assert!(
-        text(&out.stderr).contains("InvalidJobSpec"),
-        "{}",
-        both(&out)
-    );
+    expect_exit(&out, 2, &["InvalidJobSpec"]);
     let executions = || async {
         d.sfn
             .list_executions()
@@ -653,12 +638,7 @@ async fn start_checks_the_spec_first_then_starts_and_refuses_a_used_name() {
     );
     let other = d.spec_file(&d.spec("orders_other"));
     let out = d.run(&["start", other.to_str().unwrap(), "--name", &name]);
-    assert_eq!(code(&out), 2, "{}", both(&out));
-    assert!(
-        text(&out.stderr).contains("already exists"),
-        "{}",
-        both(&out)
-    );
+    expect_exit(&out, 2, &["already exists"]);
     let out = d.run(&["start", file.to_str().unwrap(), "--name", "has space"]);
     assert_eq!(code(&out), 2, "{}", both(&out));
 
@@ -826,12 +806,7 @@ async fn stop_stops_the_execution_and_waits_until_the_reaper_cancels_the_run() {
 
     // Stopping it again: nothing to stop.
     let out = d.run(&["stop", &run.run_id]);
-    assert_eq!(code(&out), 1, "{}", both(&out));
-    assert!(
-        text(&out.stderr).contains("already ended (ABORTED)"),
-        "{}",
-        both(&out)
-    );
+    expect_exit(&out, 1, &["already ended (ABORTED)"]);
 }
 
 #[tokio::test]
@@ -842,12 +817,7 @@ async fn stop_says_why_when_the_run_is_never_cancelled() {
     let (_, run) = d.launched(&unique("orders")).await;
     // No reaper: the run stays RUNNING.
     let out = d.run(&["stop", &run.run_id, "--wait", "1s", "--poll", "0.1"]);
-    assert_eq!(code(&out), 1, "{}", both(&out));
-    assert!(
-        text(&out.stderr).contains("reap-execution"),
-        "{}",
-        both(&out)
-    );
+    expect_exit(&out, 1, &["reap-execution"]);
 }
 
 #[tokio::test]
@@ -855,12 +825,7 @@ async fn errors_name_the_fix() {
     let Some(d) = Deployed::new().await else {
         return;
     };
-    let check = |out: Output, exit: i32, says: &[&str]| {
-        assert_eq!(code(&out), exit, "{}", both(&out));
-        for s in says {
-            assert!(text(&out.stderr).contains(s), "`{s}` in {}", both(&out));
-        }
-    };
+    let check = |out: Output, exit: i32, says: &[&str]| expect_exit(&out, exit, says);
     // No credentials anywhere.
     let out = d
         .command(&["runs", "list"])
