@@ -154,6 +154,17 @@ pub struct Done {
 }
 
 impl Done {
+    /// A logical time that did not get an execution of its own here.
+    fn without_run(status: &str, error: String) -> Done {
+        Done {
+            status: status.into(),
+            execution: String::new(),
+            run_id: None,
+            duration: None,
+            error: Some(error),
+        }
+    }
+
     pub fn from_runs(
         status: &str,
         execution: &str,
@@ -224,16 +235,7 @@ pub async fn backfill(args: BackfillArgs, backfiller: Arc<dyn Backfiller>) -> Re
     let mut queue = Vec::new();
     for t in &times {
         if done_before.contains(&format_logical(*t)) {
-            results.insert(
-                *t,
-                Done {
-                    status: "SKIPPED".into(),
-                    execution: String::new(),
-                    run_id: None,
-                    duration: None,
-                    error: Some("already succeeded".into()),
-                },
-            );
+            results.insert(*t, Done::without_run("SKIPPED", "already succeeded".into()));
         } else {
             queue.push(*t);
         }
@@ -272,13 +274,7 @@ pub async fn backfill(args: BackfillArgs, backfiller: Arc<dyn Backfiller>) -> Re
             joined = running.join_next() => {
                 let Some(joined) = joined else { break };
                 let (t, outcome) = joined.map_err(|e| anyhow!("a backfill run panicked: {e}"))?;
-                let done = outcome.unwrap_or_else(|e| Done {
-                    status: "ERROR".into(),
-                    execution: String::new(),
-                    run_id: None,
-                    duration: None,
-                    error: Some(format!("{e:#}")),
-                });
+                let done = outcome.unwrap_or_else(|e| Done::without_run("ERROR", format!("{e:#}")));
                 progress.finished(t, &done);
                 results.insert(t, done);
             }
@@ -298,16 +294,7 @@ pub async fn backfill(args: BackfillArgs, backfiller: Arc<dyn Backfiller>) -> Re
     }
     progress.clear();
     for t in pending {
-        results.insert(
-            t,
-            Done {
-                status: "NOT STARTED".into(),
-                execution: String::new(),
-                run_id: None,
-                duration: None,
-                error: Some("interrupted".into()),
-            },
-        );
+        results.insert(t, Done::without_run("NOT STARTED", "interrupted".into()));
     }
     summary(&args, &results, &backfiller.stack_flag());
     let failed = results

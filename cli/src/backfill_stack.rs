@@ -27,11 +27,7 @@ impl StackBackfill {
     pub fn new(stack: Stack, poll: f64) -> StackBackfill {
         StackBackfill {
             stack,
-            poll: Duration::from_secs_f64(if poll.is_finite() {
-                poll.clamp(0.05, 60.0)
-            } else {
-                2.0
-            }),
+            poll: crate::operate::poll_interval(poll),
             cancel: tokio::sync::watch::channel(false).0,
         }
     }

@@ -5,21 +5,12 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{bail, Result};
 use stevedore_domain::ports::RunStore;
 
 use crate::operate::LogsArgs;
 use crate::out::tell;
-
-fn poll(args: &LogsArgs) -> Duration {
-    Duration::from_secs_f64(if args.poll.is_finite() {
-        args.poll.clamp(0.05, 60.0)
-    } else {
-        2.0
-    })
-}
 
 /// Writes lines to standard output; a closed pipe (`| head`) ends quietly.
 fn emit<'a>(lines: impl IntoIterator<Item = &'a str>) -> bool {
@@ -94,7 +85,7 @@ pub async fn local(args: LogsArgs) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        tokio::time::sleep(poll(&args)).await;
+        tokio::time::sleep(crate::operate::poll_interval(args.poll)).await;
     }
 }
 
@@ -175,7 +166,7 @@ pub async fn stack(args: LogsArgs, stack: &crate::stack::Stack) -> Result<ExitCo
                 }
             }
         }
-        tokio::time::sleep(poll(&args)).await;
+        tokio::time::sleep(crate::operate::poll_interval(args.poll)).await;
         run = crate::stack_runs::get_run(stack, &args.run_id).await?;
     }
 }

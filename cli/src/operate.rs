@@ -193,6 +193,16 @@ mod with_aws {
 
 pub use with_aws::{backfill, list, logs, rerun, show, start, stats, stop};
 
+/// The hidden `--poll SECONDS` of the following commands, kept within
+/// 50 ms–60 s (anything else, NaN included, is the 2 s default).
+pub fn poll_interval(seconds: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(if seconds.is_finite() {
+        seconds.clamp(0.05, 60.0)
+    } else {
+        2.0
+    })
+}
+
 /// What a command that only exists for a stack says without one.
 pub fn needs_stack(command: &str, local: &str) -> anyhow::Error {
     anyhow::anyhow!(

@@ -215,21 +215,13 @@ pub struct Stack {
 pub async fn connect(args: &StackArgs) -> Result<Stack, RemoteError> {
     let name = args.name().unwrap_or_default().to_string();
     let mut loader = stevedore_aws::sdk_defaults();
-    if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
-        loader = loader.retry_config(
-            aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS),
-        );
-    } else {
-        loader = loader.retry_config(
-            aws_config::retry::RetryConfig::standard().with_max_attempts(
-                std::env::var("AWS_MAX_ATTEMPTS")
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .filter(|n| *n >= 1)
-                    .unwrap_or(MAX_ATTEMPTS),
-            ),
-        );
-    }
+    let attempts = std::env::var("AWS_MAX_ATTEMPTS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(MAX_ATTEMPTS);
+    loader =
+        loader.retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts));
     if let Some(p) = &args.profile {
         loader = loader.profile_name(p);
     }

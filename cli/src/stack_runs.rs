@@ -89,39 +89,17 @@ pub async fn list(args: ListArgs, stack: &Stack) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every event of an execution, oldest first (`None`: Step Functions no
-/// longer has it; it keeps an ended execution 90 days).
+/// Every event of an execution, oldest first, as the local engine's
+/// (`None`: Step Functions no longer has it).
 async fn history(stack: &Stack, arn: &str) -> Result<Option<Vec<Value>>> {
-    let mut events = Vec::new();
-    let mut token = None;
-    loop {
-        let page = stack
-            .sfn
-            .get_execution_history()
-            .execution_arn(arn)
-            .max_results(1000)
-            .set_next_token(token.take())
-            .send()
-            .await;
-        let page = match page {
-            Ok(p) => p,
-            Err(aws_smithy_runtime_api::client::result::SdkError::ServiceError(se))
-                if se.err().is_execution_does_not_exist() =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(remote_error("states:GetExecutionHistory", &e).into()),
-        };
-        for e in page.events() {
-            events.push(serde_json::to_value(crate::start::local_event(e))?);
-        }
-        match page.next_token() {
-            Some(t) => token = Some(t.to_string()),
-            None => break,
-        }
-    }
-    events.sort_by_key(|e| e["id"].as_u64());
-    Ok(Some(events))
+    let Some(events) = crate::start::events_after(stack, arn, 0).await? else {
+        return Ok(None);
+    };
+    events
+        .iter()
+        .map(|e| Ok(serde_json::to_value(crate::start::local_event(e))?))
+        .collect::<Result<Vec<Value>>>()
+        .map(Some)
 }
 
 pub async fn show(run_id: &str, as_json: bool, stack: &Stack) -> Result<ExitCode> {

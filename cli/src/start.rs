@@ -37,7 +37,7 @@ pub async fn start(args: StartArgs, stack: &Stack) -> Result<ExitCode> {
     let arn = start_execution(stack, &name, &value).await?;
     started(stack, &name, &arn, args.follow);
     if args.follow {
-        follow(stack, &arn, seconds(args.poll)).await
+        follow(stack, &arn, crate::operate::poll_interval(args.poll)).await
     } else {
         Ok(ExitCode::SUCCESS)
     }
@@ -81,18 +81,10 @@ pub async fn rerun(args: RerunArgs, stack: &Stack) -> Result<ExitCode> {
     say!("rerun of   {} ({})", run.run_id, run.execution.name);
     started(stack, &name, &arn, args.follow);
     if args.follow {
-        follow(stack, &arn, seconds(args.poll)).await
+        follow(stack, &arn, crate::operate::poll_interval(args.poll)).await
     } else {
         Ok(ExitCode::SUCCESS)
     }
-}
-
-fn seconds(s: f64) -> Duration {
-    Duration::from_secs_f64(if s.is_finite() {
-        s.clamp(0.05, 60.0)
-    } else {
-        2.0
-    })
 }
 
 fn started(stack: &Stack, name: &str, arn: &str, following: bool) {
@@ -222,24 +214,32 @@ const ENDED: &[&str] = &[
     "ExecutionAborted",
 ];
 
-/// The events newer than `after`, oldest first: asks for the history
-/// newest first and stops at the first page that reaches an event already
-/// seen, so a long history is not read again on every look. (A server that
-/// ignores `reverseOrder`, as moto does, is read to its end.)
-pub async fn new_events(stack: &Stack, arn: &str, after: i64) -> Result<Vec<SfnEvent>> {
+/// The events newer than `after` (0: all of them), oldest first; `None`
+/// when Step Functions no longer has the execution (it keeps an ended one
+/// 90 days). Asks for the history newest first and stops at the first page
+/// that reaches an event already seen, so a long history is not read again
+/// on every look. (A server that ignores `reverseOrder`, as moto does, is
+/// read to its end.)
+pub async fn events_after(stack: &Stack, arn: &str, after: i64) -> Result<Option<Vec<SfnEvent>>> {
     let mut fresh = Vec::new();
     let mut token = None;
     loop {
-        let page = stack
+        let sent = stack
             .sfn
             .get_execution_history()
             .execution_arn(arn)
             .reverse_order(true)
-            .max_results(100)
+            .max_results(1000)
             .set_next_token(token.take())
             .send()
-            .await
-            .map_err(|e| remote_error("states:GetExecutionHistory", &e))?;
+            .await;
+        let page = match sent {
+            Ok(p) => p,
+            Err(SdkError::ServiceError(se)) if se.err().is_execution_does_not_exist() => {
+                return Ok(None)
+            }
+            Err(e) => return Err(remote_error("states:GetExecutionHistory", &e).into()),
+        };
         let events = page.events();
         let newest_first = events.first().map(|e| e.id()) > events.last().map(|e| e.id());
         let reached_seen = events.iter().any(|e| e.id() <= after);
@@ -251,7 +251,7 @@ pub async fn new_events(stack: &Stack, arn: &str, after: i64) -> Result<Vec<SfnE
     }
     fresh.sort_by_key(|e| e.id());
     fresh.dedup_by_key(|e| e.id());
-    Ok(fresh)
+    Ok(Some(fresh))
 }
 
 /// Prints the execution's steps until it ends, then the run's summary.
@@ -259,7 +259,9 @@ pub async fn new_events(stack: &Stack, arn: &str, after: i64) -> Result<Vec<SfnE
 pub async fn follow(stack: &Stack, arn: &str, poll: Duration) -> Result<ExitCode> {
     let mut last = 0;
     loop {
-        let events = new_events(stack, arn, last).await?;
+        let events = events_after(stack, arn, last)
+            .await?
+            .ok_or_else(|| RemoteError::new(Kind::BadInput, format!("no execution {arn}")))?;
         let mut ended = false;
         for e in &events {
             last = last.max(e.id());

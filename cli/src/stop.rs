@@ -29,7 +29,7 @@ async fn runs_of(stack: &Stack, arn: &str) -> Result<Vec<RunRecord>> {
 
 pub async fn stop(args: StopArgs, stack: &Stack) -> Result<ExitCode> {
     let wait = parse_duration(&args.wait).map_err(|e| anyhow!("--wait {e}"))?;
-    let poll = Duration::from_secs_f64(args.poll.clamp(0.05, 60.0));
+    let poll = crate::operate::poll_interval(args.poll);
     let arn = if args.target.starts_with("arn:") {
         args.target.clone()
     } else {

@@ -1076,6 +1076,21 @@ async fn play_ecs(
     )
 }
 
+/// The names of the stack's executions.
+async fn execution_names(s: &stevedore_integration_tests::moto_sfn::Stack) -> Vec<String> {
+    s.sfn
+        .list_executions()
+        .state_machine_arn(&s.state_machine)
+        .max_results(1000)
+        .send()
+        .await
+        .unwrap()
+        .executions()
+        .iter()
+        .map(|e| e.name().to_string())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_on_a_stack_runs_30_days_3_at_a_time_and_its_rerun_skips_what_succeeded() {
     let Some((s, cli)) = RealStack::new().await else {
@@ -1121,18 +1136,10 @@ async fn a_backfill_on_a_stack_runs_30_days_3_at_a_time_and_its_rerun_skips_what
         "never more than 3 at once: {most_executions} executions, {most_tasks} tasks"
     );
     assert!(most_tasks >= 2, "runs did overlap: {most_tasks}");
-    let listed = s
-        .sfn
-        .list_executions()
-        .state_machine_arn(&s.state_machine)
-        .max_results(1000)
-        .send()
-        .await
-        .unwrap();
-    let names: Vec<&str> = listed.executions().iter().map(|e| e.name()).collect();
+    let names = execution_names(&s).await;
     assert_eq!(names.len(), 30, "{names:?}");
     assert!(
-        names.contains(&format!("{job}-20261101T000000").as_str()),
+        names.contains(&format!("{job}-20261101T000000")),
         "{names:?}"
     );
     // The placeholder was filled in the task's command.
@@ -1162,18 +1169,10 @@ async fn a_backfill_on_a_stack_runs_30_days_3_at_a_time_and_its_rerun_skips_what
         stdout.contains("1 succeeded, 0 did not, 29 skipped"),
         "{stdout}"
     );
-    let listed = s
-        .sfn
-        .list_executions()
-        .state_machine_arn(&s.state_machine)
-        .max_results(1000)
-        .send()
-        .await
-        .unwrap();
-    let names: Vec<&str> = listed.executions().iter().map(|e| e.name()).collect();
+    let names = execution_names(&s).await;
     assert_eq!(names.len(), 31, "{names:?}");
     assert!(
-        names.contains(&format!("{job}-20261113T000000-2").as_str()),
+        names.contains(&format!("{job}-20261113T000000-2")),
         "{names:?}"
     );
 }
