@@ -471,7 +471,11 @@ impl TaskRunner for ProcessTaskRunner {
         Ok(self.table.describe(task_arns))
     }
 
-    async fn find_tasks(&self, started_by: &str) -> Result<Vec<TaskDescription>> {
+    async fn find_tasks(
+        &self,
+        started_by: &str,
+        _family: Option<&str>,
+    ) -> Result<Vec<TaskDescription>> {
         Ok(self.table.started_by(started_by))
     }
 
@@ -623,7 +627,11 @@ impl TaskRunner for SimulatedTaskRunner {
         Ok(self.table.describe(task_arns))
     }
 
-    async fn find_tasks(&self, started_by: &str) -> Result<Vec<TaskDescription>> {
+    async fn find_tasks(
+        &self,
+        started_by: &str,
+        _family: Option<&str>,
+    ) -> Result<Vec<TaskDescription>> {
         Ok(self.table.started_by(started_by))
     }
 

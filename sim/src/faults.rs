@@ -1,6 +1,7 @@
 //! The seed's dice, and the ports with faults in them: every call can fail
 //! before its effect or after it (the caller sees an error, the effect
-//! stands), as a timed-out AWS call does.
+//! stands), as a timed-out AWS call does; and outages, where one service
+//! refuses every call for minutes on end.
 
 use std::sync::{Arc, Mutex};
 
@@ -95,6 +96,104 @@ impl Rates {
     }
 }
 
+/// A service the control plane depends on, as an outage sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Invocations refused: the account's concurrency limit
+    /// (`TooManyRequestsException`) or the service itself failing.
+    Lambda,
+    /// Every table call throttled or failing (the runs table).
+    DynamoDb,
+    /// Every ECS call throttled or failing.
+    Ecs,
+    /// Step Functions' task-token API (SendTaskSuccess/Failure).
+    StepFunctions,
+    /// SNS Publish.
+    Sns,
+}
+
+/// One service down for a while (virtual time).
+#[derive(Debug, Clone, Copy)]
+pub struct Outage {
+    pub service: Service,
+    pub from: tokio::time::Instant,
+    pub until: tokio::time::Instant,
+}
+
+/// The outages of a seed: correlated failures, where every call to one
+/// service fails from one moment to another, unlike the independent
+/// per-call faults of [`Rates`].
+#[derive(Debug, Clone, Default)]
+pub struct Outages(pub Arc<Vec<Outage>>);
+
+/// The longest outage the simulation draws; run-job's promises hold through it.
+pub const LONGEST_OUTAGE_MINUTES: u64 = 30;
+
+impl Outages {
+    /// Half the seeds have none; the others one or two, of 1 to 30 minutes,
+    /// starting in the first three hours (while executions run).
+    pub fn draw(dice: &Dice, start: tokio::time::Instant) -> Outages {
+        if !dice.chance(0.5) {
+            return Outages::default();
+        }
+        let services = [
+            Service::Lambda,
+            Service::DynamoDb,
+            Service::Ecs,
+            Service::StepFunctions,
+            Service::Sns,
+        ];
+        let outages = (0..dice.between(1, 2))
+            .map(|_| {
+                let from = start + std::time::Duration::from_secs(dice.between(0, 3 * 3600));
+                let minutes = dice.between(1, LONGEST_OUTAGE_MINUTES);
+                Outage {
+                    service: *dice.pick(&services),
+                    from,
+                    until: from + std::time::Duration::from_secs(minutes * 60),
+                }
+            })
+            .collect();
+        Outages(Arc::new(outages))
+    }
+
+    /// Whether `service` is down now.
+    pub fn down(&self, service: Service) -> bool {
+        let now = tokio::time::Instant::now();
+        self.0
+            .iter()
+            .any(|o| o.service == service && o.from <= now && now < o.until)
+    }
+
+    /// When `service` is up again (now, if it is up).
+    pub fn up_at(&self, service: Service) -> tokio::time::Instant {
+        let mut at = tokio::time::Instant::now();
+        // Outages of one service may overlap or follow each other.
+        while let Some(o) = self
+            .0
+            .iter()
+            .find(|o| o.service == service && o.from <= at && at < o.until)
+        {
+            at = o.until;
+        }
+        at
+    }
+
+    pub fn describe(&self, origin: tokio::time::Instant) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|o| {
+                format!(
+                    "{:?} down from +{} s to +{} s",
+                    o.service,
+                    (o.from - origin).as_secs(),
+                    (o.until - origin).as_secs()
+                )
+            })
+            .collect()
+    }
+}
+
 fn timed_out(what: &str) -> Error {
     Error::transient(format!("{what}: the request timed out (simulated)"))
 }
@@ -111,11 +210,12 @@ pub struct FaultyStore {
     pub inner: Arc<MemoryRunStore>,
     pub dice: Dice,
     pub rates: Rates,
+    pub outages: Outages,
 }
 
 impl FaultyStore {
     fn before(&self, what: &str) -> Result<()> {
-        if self.dice.chance(self.rates.store_before) {
+        if self.outages.down(Service::DynamoDb) || self.dice.chance(self.rates.store_before) {
             return Err(if self.dice.chance(0.5) {
                 throttled(what)
             } else {
@@ -188,12 +288,13 @@ pub struct FaultyTokens {
     pub inner: Arc<dyn TaskTokens>,
     pub dice: Dice,
     pub rates: Rates,
+    pub outages: Outages,
 }
 
 #[async_trait]
 impl TaskTokens for FaultyTokens {
     async fn send_success(&self, token: &str, output: &Value) -> Result<TokenDelivery> {
-        if self.dice.chance(self.rates.token_before) {
+        if self.outages.down(Service::StepFunctions) || self.dice.chance(self.rates.token_before) {
             return Err(timed_out("SendTaskSuccess"));
         }
         let out = self.inner.send_success(token, output).await?;
@@ -203,7 +304,7 @@ impl TaskTokens for FaultyTokens {
         Ok(out)
     }
     async fn send_failure(&self, token: &str, error: &str, cause: &str) -> Result<TokenDelivery> {
-        if self.dice.chance(self.rates.token_before) {
+        if self.outages.down(Service::StepFunctions) || self.dice.chance(self.rates.token_before) {
             return Err(timed_out("SendTaskFailure"));
         }
         let out = self.inner.send_failure(token, error, cause).await?;
@@ -219,6 +320,7 @@ pub struct FaultyTopic {
     pub published: Mutex<Vec<Alert>>,
     pub dice: Dice,
     pub rates: Rates,
+    pub outages: Outages,
 }
 
 impl FaultyTopic {
@@ -233,7 +335,7 @@ impl FaultyTopic {
 #[async_trait]
 impl Notifier for FaultyTopic {
     async fn publish(&self, alert: &Alert) -> Result<String> {
-        if self.dice.chance(self.rates.publish_before) {
+        if self.outages.down(Service::Sns) || self.dice.chance(self.rates.publish_before) {
             return Err(timed_out("Publish"));
         }
         let id = {
@@ -254,6 +356,7 @@ pub struct FaultyLambda {
     pub inner: Arc<dyn Resources>,
     pub dice: Dice,
     pub rates: Rates,
+    pub outages: Outages,
     pub dead_letters: Mutex<Vec<Value>>,
 }
 
@@ -288,6 +391,13 @@ impl Resources for FaultyLambda {
         if !call.resource.starts_with("arn:aws:states:::lambda:invoke") {
             return self.inner.call(call).await;
         }
+        if self.outages.down(Service::Lambda) {
+            // The account's concurrency is used up, or Lambda itself fails.
+            let error = *self
+                .dice
+                .pick(&["Lambda.TooManyRequestsException", "Lambda.ServiceException"]);
+            return Err(Failure::new(error, "(simulated) Lambda is out"));
+        }
         if self.dice.chance(self.rates.lambda_before) {
             let error = *self.dice.pick(&[
                 "Lambda.ServiceException",
@@ -299,9 +409,12 @@ impl Resources for FaultyLambda {
         let out = self.inner.call(call).await;
         if self.dice.chance(self.rates.lambda_after) {
             // The handler ran (its effects stand); its answer is lost.
-            let error = *self
-                .dice
-                .pick(&["Lambda.Unknown", "Lambda.ClientExecutionTimeoutException"]);
+            let error = *self.dice.pick(&[
+                "Lambda.Unknown",
+                "Lambda.ClientExecutionTimeoutException",
+                "Runtime.ExitError",
+                "Sandbox.Timedout",
+            ]);
             return Err(Failure::new(
                 error,
                 "(simulated) the function crashed or timed out after its side effects",

@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 use serde_json::Value;
 use stevedore_domain::alert::{Alert, AlertKind};
 use stevedore_domain::run::RunRecord;
-use stevedore_domain::RunStatus;
+use stevedore_domain::{FailureClass, RunStatus};
 use time::OffsetDateTime;
 
 use crate::ecs::SimTask;
@@ -41,6 +41,9 @@ pub const RECORD_AGREES: &str = "the record agrees with the task";
 pub const ALERTED: &str = "every final failure is alerted";
 pub const NO_FALSE_ALERT: &str = "a success is not alerted";
 pub const SLOTS_FREE: &str = "every slot is free at the end";
+pub const NO_EARLY_STOP: &str =
+    "Stevedore stops a task only for its deadline, a cancel, or its execution's end";
+pub const CLASS_AGREES: &str = "the recorded failure class says how the task ended";
 
 fn violation(invariant: &str, detail: String) -> Violation {
     Violation {
@@ -109,6 +112,36 @@ pub fn check(f: &Facts) -> Vec<Violation> {
                         .map(|e| e.to_string())
                         .unwrap_or_else(|| "not ended".into()),
                     run.deadline
+                ),
+            ));
+        }
+    }
+
+    // A blip in Lambda, DynamoDB or ECS is Stevedore's trouble, not the
+    // job's: a task may be stopped before its deadline only when its run
+    // was cancelled or its execution had ended.
+    for t in &f.tasks {
+        let (Some((at, reason)), Some(run)) = (&t.stop_asked, by_run.get(t.launch.run_id.as_str()))
+        else {
+            continue;
+        };
+        let execution_ended = by_execution
+            .get(run.execution.id.as_str())
+            .and_then(|e| e.ended_at)
+            .is_some_and(|ended| ended <= *at);
+        if *at < run.deadline && run.status != RunStatus::Cancelled && !execution_ended {
+            out.push(violation(
+                NO_EARLY_STOP,
+                format!(
+                    "task {} of run {} was stopped at {at}, before its deadline {}, while its execution ran ({reason}); the run is {} ({})",
+                    t.desc.task_arn,
+                    run.run_id,
+                    run.deadline,
+                    run.status,
+                    run.outcome
+                        .as_ref()
+                        .map(|o| o.message.as_str())
+                        .unwrap_or("no outcome")
                 ),
             ));
         }
@@ -228,6 +261,22 @@ fn agreement(run: &RunRecord, task: Option<&SimTask>, out: &mut Vec<Violation>) 
             ),
         )),
         (RunStatus::Failed, Some(t)) => {
+            let class = run.outcome.as_ref().and_then(|o| o.class);
+            if let Some(expected) = expected_class(run, t) {
+                if class != Some(expected) {
+                    out.push(violation(
+                        CLASS_AGREES,
+                        format!(
+                            "run {} is recorded {class:?}, but its task ended {:?} with exit {:?} ({}): {expected} ({})",
+                            run.run_id,
+                            t.desc.stop_code,
+                            exit(t),
+                            if t.ended_by_itself { "by itself" } else { "stopped" },
+                            run.outcome.as_ref().map(|o| o.message.as_str()).unwrap_or("no outcome")
+                        ),
+                    ));
+                }
+            }
             let recorded = run.outcome.as_ref().and_then(|o| o.exit_code);
             if recorded.is_some() && t.stopped.is_some() && recorded != exit(t) {
                 out.push(violation(
@@ -241,6 +290,27 @@ fn agreement(run: &RunRecord, task: Option<&SimTask>, out: &mut Vec<Violation>) 
             }
         }
         _ => {}
+    }
+}
+
+/// The failure class a failed attempt must carry, from how its task really
+/// ended; `None` where more than one is right.
+fn expected_class(run: &RunRecord, t: &SimTask) -> Option<FailureClass> {
+    t.stopped?;
+    if t.ended_by_itself {
+        let exit = t.desc.containers.first().and_then(|c| c.exit_code);
+        return match (t.desc.stop_code.as_deref(), exit) {
+            (Some("SpotInterruption"), _) => Some(FailureClass::SpotInterrupted),
+            (Some("TaskFailedToStart"), _) => Some(FailureClass::StartFailed),
+            (_, Some(137)) => Some(FailureClass::OutOfMemory),
+            (_, Some(0)) | (_, None) => None,
+            (_, Some(_)) => Some(FailureClass::ExitedNonZero),
+        };
+    }
+    // Stopped by Stevedore: past its deadline, that is the reason.
+    match &t.stop_asked {
+        Some((at, _)) if *at >= run.deadline => Some(FailureClass::TimedOut),
+        _ => None,
     }
 }
 

@@ -32,7 +32,9 @@ use stevedore_local::{LocalClock, LocalPlane, PlaneConfig};
 use time::macros::datetime;
 
 use crate::ecs::SimEcs;
-use crate::faults::{Dice, FaultyLambda, FaultyStore, FaultyTokens, FaultyTopic, Rates};
+use crate::faults::{
+    Dice, FaultyLambda, FaultyStore, FaultyTokens, FaultyTopic, Outages, Rates, Service,
+};
 
 /// Deliberately broken control planes, to show the simulator catches them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +43,9 @@ pub struct Breakage {
     pub no_sweep: bool,
     /// No reaper for aborted executions.
     pub no_reaper: bool,
+    /// run-job as it was before issue 23: a watch that failed past its
+    /// retries stopped the task ("Wait for task" caught into "Stop task").
+    pub watch_failure_stops: bool,
 }
 
 /// A promise broken in one seed.
@@ -68,6 +73,8 @@ pub enum Ending {
 pub struct ExecutionResult {
     pub arn: String,
     pub ending: Ending,
+    /// When it ended (or was aborted); `None` while unfinished.
+    pub ended_at: Option<time::OffsetDateTime>,
     /// The reaper's event ended in its dead-letter queue (every try failed).
     pub reap_dead_lettered: bool,
 }
@@ -82,6 +89,14 @@ pub struct Stats {
     pub failed: usize,
     pub events_lost: u32,
     pub events_dead_lettered: u32,
+    /// Tasks started while another task of the job was in its stop's grace.
+    pub grace_overlaps: u32,
+    /// Failed executions alerted more than once (at-least-once delivery),
+    /// and the extra alerts they got.
+    pub executions_alerted_twice: usize,
+    pub duplicate_alerts: usize,
+    /// Seeds with an outage.
+    pub outages: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -154,22 +169,30 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
     let story: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let dice = Dice::new(seed);
     let rates = Rates::draw(&dice);
+    let origin = tokio::time::Instant::now();
+    // Outages draw from dice of their own, so adding them left what every
+    // other draw of a seed means as it was.
+    let outages = Outages::draw(&Dice::new(seed.rotate_left(32) ^ 0x6f75_7461_6765), origin);
+    let definition = Arc::new(run_job(breakage));
     let clock = Arc::new(LocalClock::new(datetime!(2026-11-24 06:00:00 UTC)));
     let memory = Arc::new(MemoryRunStore::new());
     let store = Arc::new(FaultyStore {
         inner: memory.clone(),
         dice: dice.clone(),
         rates,
+        outages: outages.clone(),
     });
-    let ecs = SimEcs::new(clock.clone(), dice.clone(), rates);
+    let ecs = SimEcs::new(clock.clone(), dice.clone(), rates, outages.clone());
     let topic = Arc::new(FaultyTopic {
         published: Mutex::new(Vec::new()),
         dice: dice.clone(),
         rates,
+        outages: outages.clone(),
     });
     let lambda: Arc<OnceLock<Arc<FaultyLambda>>> = Arc::new(OnceLock::new());
     let config = {
         let (d1, d2, lambda) = (dice.clone(), dice.clone(), lambda.clone());
+        let (o1, o2) = (outages.clone(), outages.clone());
         PlaneConfig {
             check_interval_seconds: *dice.pick(&[60, 300, 900]),
             wrap_resources: Some(Box::new(move |handlers| {
@@ -177,6 +200,7 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
                     inner: handlers,
                     dice: d1,
                     rates,
+                    outages: o1,
                     dead_letters: Mutex::new(Vec::new()),
                 });
                 lambda.set(wrapped.clone()).ok();
@@ -187,6 +211,7 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
                     inner,
                     dice: d2,
                     rates,
+                    outages: o2,
                 })
             })),
             stack: Some("sim".into()),
@@ -240,10 +265,13 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
             .then(|| Duration::from_secs(dice.between(1, 3 * 3600)));
         let reap_tries = if breakage.no_reaper { 0 } else { 3 };
         let (plane, spec, dice, store) = (plane.clone(), spec.clone(), dice.clone(), store.clone());
+        let (definition, outages) = (definition.clone(), outages.clone());
         runs.push(tokio::spawn(async move {
             tokio::time::sleep(start_after).await;
             execution(
                 &plane,
+                &definition,
+                &outages,
                 store,
                 spec,
                 &format!("sim-{seed}-{i}"),
@@ -311,10 +339,23 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
             .clone(),
     };
     let violations = invariants::check(&facts);
-    let (events_lost, events_dead_lettered) = {
+    let (events_lost, events_dead_lettered, grace_overlaps) = {
         let c = ecs.cluster.lock().unwrap_or_else(|p| p.into_inner());
-        (c.events_lost, c.dead_lettered_events)
+        (c.events_lost, c.dead_lettered_events, c.grace_overlaps)
     };
+    let alerts_per_execution: Vec<usize> = results
+        .iter()
+        .map(|e| {
+            facts
+                .alerts
+                .iter()
+                .filter(|a| {
+                    a.kind == stevedore_domain::alert::AlertKind::Failure
+                        && a.execution_arn.as_deref() == Some(&e.arn)
+                })
+                .count()
+        })
+        .collect();
     let stats = Stats {
         executions: results.len(),
         tasks: facts.tasks.len(),
@@ -329,11 +370,21 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
             .count(),
         events_lost,
         events_dead_lettered,
+        grace_overlaps,
+        executions_alerted_twice: alerts_per_execution.iter().filter(|n| **n > 1).count(),
+        duplicate_alerts: alerts_per_execution
+            .iter()
+            .map(|n| n.saturating_sub(1))
+            .sum(),
+        outages: usize::from(!outages.0.is_empty()),
     };
     let digest = invariants::digest(&facts);
     let mut story = std::mem::take(&mut *story.lock().unwrap_or_else(|p| p.into_inner()));
     if trace {
         story.push(format!("spec: {spec}"));
+        for o in outages.describe(origin) {
+            story.push(format!("outage: {o}"));
+        }
         for e in &results {
             story.push(format!("execution {e:?}"));
         }
@@ -355,7 +406,7 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
                 t.desc.task_arn,
                 t.launch.run_id,
                 t.natural,
-                t.stop_requested.is_some(),
+                t.stop_asked,
                 t.ended_by_itself,
                 t.desc.stop_code,
                 t.desc.stopped_reason,
@@ -376,8 +427,11 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
 /// One execution of run-job: maybe aborted at a random moment; when it does
 /// not succeed, EventBridge hands its status change to the reaper (Lambda's
 /// asynchronous invocation: a try and two retries, then a dead-letter queue).
+#[allow(clippy::too_many_arguments)]
 async fn execution(
     plane: &LocalPlane,
+    definition: &stevedore_engine::Definition,
+    outages: &Outages,
     store: Arc<FaultyStore>,
     spec: Value,
     name: &str,
@@ -387,9 +441,8 @@ async fn execution(
 ) -> ExecutionResult {
     let arn = plane.engine.execution_arn("run-job", name);
     let input = spec.to_string();
-    let run = plane
-        .engine
-        .execute(plane.definition(), "run-job", name, spec);
+    let started = plane.clock.now();
+    let run = plane.engine.execute(definition, "run-job", name, spec);
     let limit = abort_after.unwrap_or(HORIZON).min(HORIZON);
     let (ending, status) = match tokio::time::timeout(limit, run).await {
         Ok(outcome) => match outcome.status {
@@ -410,12 +463,14 @@ async fn execution(
         Err(_) if abort_after.is_some() => (Ending::Aborted, Some("ABORTED")),
         Err(_) => (Ending::Unfinished, None),
     };
+    let ended_at = (ending != Ending::Unfinished).then(|| plane.clock.now());
     let mut reap_dead_lettered = false;
     if let Some(status) = status {
         let event = json!({
             "detail-type": "Step Functions Execution Status Change",
             "source": "aws.states",
-            "detail": {"executionArn": arn, "status": status, "input": input},
+            "detail": {"executionArn": arn, "status": status, "input": input,
+                       "startDate": (started.unix_timestamp_nanos() / 1_000_000) as i64},
         });
         let deps = reap_execution::Deps {
             tasks: plane.handlers.tasks.clone(),
@@ -430,6 +485,8 @@ async fn execution(
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(60 * u64::from(attempt))).await;
             }
+            // Throttled or failed invocations wait in Lambda's queue.
+            ecs::wait_for(outages, Service::Lambda, dice).await;
             if reap_execution::function_handler(&deps, event.clone())
                 .await
                 .is_ok()
@@ -443,6 +500,39 @@ async fn execution(
     ExecutionResult {
         arn,
         ending,
+        ended_at,
         reap_dead_lettered,
     }
+}
+
+/// The run-job definition the seed runs: the real one, or a broken one.
+fn run_job(breakage: Breakage) -> stevedore_engine::Definition {
+    let mut text = stevedore_local::plane::RUN_JOB_ASL.to_string();
+    if breakage.watch_failure_stops {
+        let mut def: Value = serde_json::from_str(&text).expect("run-job is JSON");
+        let catches = def["States"]["Wait for task"]["Catch"]
+            .as_array_mut()
+            .expect("Wait for task has catchers");
+        for c in catches.iter_mut() {
+            if c["ErrorEquals"] == json!(["States.ALL"]) {
+                c["Next"] = json!("Stop task");
+                c["ResultPath"] = json!("$.error");
+            }
+        }
+        let states = def["States"].as_object_mut().expect("States");
+        for name in [
+            "Watch failed: when?",
+            "Past the deadline?",
+            "Keep watching",
+            "Deadline passed unwatched",
+        ] {
+            states.remove(name);
+        }
+        text = def.to_string();
+    }
+    stevedore_engine::Definition::parse(&stevedore_local::plane::substitute(
+        &text,
+        &stevedore_local::plane::local_substitutions(),
+    ))
+    .expect("the run-job definition parses")
 }

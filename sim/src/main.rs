@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use stevedore_sim::{simulate, Breakage, Report};
 
-const USAGE: &str = "usage: stevedore-sim [--seeds N] [--first S] [--seed S] [--break no-sweep|no-reaper] [--threads T]
+const USAGE: &str = "usage: stevedore-sim [--seeds N] [--first S] [--seed S] [--break no-sweep|no-reaper|watch-failure-stops] [--threads T]
 
   --seeds N     run seeds FIRST .. FIRST+N-1 (default 1000)
   --first S     the first seed (default 1)
   --seed S      run the one seed S and show what happened in it
-  --break WHAT  simulate a deliberately broken control plane (no-sweep, no-reaper)
+  --break WHAT  simulate a deliberately broken control plane (no-sweep, no-reaper,
+                watch-failure-stops: a failed watch stops the task, as before issue 23)
   --threads T   seeds run on T threads (default: the machine's cores)
   --trace       with --seed: print the seed's story (state machine events, runs, tasks)";
 
@@ -51,9 +52,10 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--break" => match argv.next().as_deref() {
                 Some("no-sweep") => args.breakage.no_sweep = true,
                 Some("no-reaper") => args.breakage.no_reaper = true,
+                Some("watch-failure-stops") => args.breakage.watch_failure_stops = true,
                 other => {
                     return Err(format!(
-                        "--break takes no-sweep or no-reaper, not {}",
+                        "--break takes no-sweep, no-reaper or watch-failure-stops, not {}",
                         other.unwrap_or("nothing")
                     ))
                 }
@@ -76,6 +78,9 @@ fn replay_command(seed: u64, breakage: Breakage) -> String {
     }
     if breakage.no_reaper {
         cmd.push_str(" --break no-reaper");
+    }
+    if breakage.watch_failure_stops {
+        cmd.push_str(" --break watch-failure-stops");
     }
     cmd
 }
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
     let next = AtomicU64::new(args.first);
     let end = args.first + args.seeds;
     let executions = AtomicUsize::new(0);
+    let tally = Mutex::new(stevedore_sim::Stats::default());
     let done = AtomicU64::new(0);
     let failing: Mutex<Vec<Report>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -139,6 +145,14 @@ fn main() -> ExitCode {
                 }
                 let report = simulate(seed, args.breakage);
                 executions.fetch_add(report.executions, Ordering::Relaxed);
+                {
+                    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+                    t.failed += report.stats.failed;
+                    t.grace_overlaps += report.stats.grace_overlaps;
+                    t.executions_alerted_twice += report.stats.executions_alerted_twice;
+                    t.duplicate_alerts += report.stats.duplicate_alerts;
+                    t.outages += report.stats.outages;
+                }
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_multiple_of(1000) {
                     eprintln!(
@@ -171,6 +185,11 @@ fn main() -> ExitCode {
         args.seeds,
         args.seeds as f64 / secs.max(1e-9),
         args.threads
+    );
+    let t = tally.into_inner().unwrap_or_else(|p| p.into_inner());
+    eprintln!(
+        "  {} seeds with an outage; {} failed executions, {} of them alerted more than once ({} extra alerts); {} task starts during another task's stop grace",
+        t.outages, t.failed, t.executions_alerted_twice, t.duplicate_alerts, t.grace_overlaps
     );
     println!(
         "simulated {} executions ({} seeds): {violations} invariant violations",

@@ -7,8 +7,10 @@ YAML loader reads the short-form intrinsics):
 1. A template that nests a stack needs CAPABILITY_AUTO_EXPAND in samconfig.toml
    (and CAPABILITY_IAM / CAPABILITY_NAMED_IAM for roles), or `sam deploy
    --guided` fails.
-2. A retained resource encrypted with a KMS key keeps its key (and the key's
-   alias): a key pending deletion cannot decrypt what was retained.
+2. A retained resource encrypted with a KMS key keeps its key: a key pending
+   deletion cannot decrypt what was retained. A retained resource has no name
+   of its own (an alias, a table name): the name would outlive the stack and
+   the next deploy under the same stack name would fail with AlreadyExists.
 3. A state machine logs to a group under /aws/vendedlogs/states/, and the KMS
    key of that group lets CloudWatch Logs use it for exactly that group.
 4. Every name built from the stack name fits its service's limit for a stack
@@ -200,13 +202,51 @@ def check_retention(path, template, problems):
                 problems.append(
                     f"{path}: {name} is retained but its KMS key {key} is not (DeletionPolicy): after `sam delete` the key is scheduled for deletion and {name} can no longer be read"
                 )
+    # A retained resource outlives its stack. With a name of its own (an
+    # alias named after the stack, say) a failed first deploy or `sam delete`
+    # leaves that name taken, and every later deploy under the same stack
+    # name fails with AlreadyExists: names are unique per account and Region.
     for name, r in resources.items():
-        if r.get("Type") != "AWS::KMS::Alias":
+        if not retained(r):
             continue
-        target = refs((r.get("Properties") or {}).get("TargetKeyId"))
-        if any(retained(resources[k]) for k in target & keys) and not retained(r):
+        for (kind, prop), _ in NAME_LIMITS.items():
+            if r.get("Type") == kind and prop in (r.get("Properties") or {}):
+                problems.append(
+                    f"{path}: {name} is retained and named ({prop}): once its stack is deleted, or its first deploy fails, the name stays taken and the next deploy under the same stack name fails with AlreadyExists; let CloudFormation name it, or do not retain it"
+                )
+
+
+# Values of the job template's Environment parameter: (value, allowed). It is
+# pasted into the schedule's JSON input unescaped, so its pattern must keep
+# it one flat object of strings.
+ENVIRONMENT_SAMPLES = [
+    ("{}", True),
+    ('{"TARGET_SCHEMA":"raw"}', True),
+    ('{"A":"1", "B_2":"x, y: {z}"}', True),
+    ('{"QUOTE":"say \\"hi\\""}', True),
+    ('{"A":"1"},"taskDefinition":"other-job:1","B":{}', False),
+    ('{"A":"1","command":["sh","-c","curl evil"]}', False),
+    ('{"A":{"nested":"x"}}', False),
+    ('{"A":"1"}}', False),
+    ('{"A":"1\\"},"taskDefinition":"x"}', False),
+    ('{"A":"1\\"}, \\"B\\":\\"x"}', True),  # escapes keep it one string
+    ('{"A":"1"},"x":"', False),
+]
+
+
+def check_environment_pattern(path, template, problems):
+    param = (template.get("Parameters") or {}).get("Environment")
+    if not param:
+        return
+    pattern = param.get("AllowedPattern")
+    if not pattern:
+        problems.append(f"{path}: the Environment parameter has no AllowedPattern; it is pasted into JSON unescaped")
+        return
+    for value, allowed in ENVIRONMENT_SAMPLES:
+        if bool(re.fullmatch(pattern, value)) != allowed:
             problems.append(
-                f"{path}: alias {name} points to a retained key but is not retained: the key would be left without its name"
+                f"{path}: the Environment parameter's AllowedPattern {'refuses' if allowed else 'accepts'} {value!r}"
+                + ("" if allowed else ": pasted into the schedule's JSON input, it changes the job spec")
             )
 
 
@@ -416,6 +456,7 @@ def main(argv):
         nested_path = os.path.join(os.path.dirname(template_path), location)
         nested = cfn_yaml.load(nested_path)
         check_retention(nested_path, nested, problems)
+        check_environment_pattern(nested_path, nested, problems)
     check_retention(template_path, template, problems)
     check_state_machine_logs(template_path, template, problems)
     check_stack_name_limit(template_path, template, readme, problems)

@@ -9,10 +9,12 @@ with a default-VPC subnet and security group, so tests need no EC2 client.
 With STEVEDORE_LAMBDA_ENDPOINT set (tests/emulators/lambda_host.py), moto's
 Step Functions interpreter invokes Lambda functions there instead of in its own
 Lambda (which needs Docker): `lambda:invoke` states reach the real function
-binaries. moto names a function error by the payload's `errorType`; where
-Lambda's payload has none, or the function crashed or timed out
-(`Runtime.*`, `Sandbox.*`), Step Functions reports `Lambda.Unknown` (AWS Step
-Functions guide, "Handle Lambda service exceptions"), and so does this.
+binaries. moto names a function error by the payload's `errorType`, as Step
+Functions does; where Lambda's payload has none, Step Functions reports
+`Lambda.Unknown` (AWS Step Functions guide, "Handle Lambda service
+exceptions"), and so does this. A crash or timeout keeps the name Lambda puts
+in the payload (`Runtime.ExitError`, `Sandbox.Timedout`): run-job retries both
+spellings, and a test can tell which one a state machine handles.
 
 It also corrects one deviation of moto's interpreter from Step Functions,
 found by running run-job in it: a Catch whose `Next` is the state itself
@@ -125,7 +127,7 @@ def _route_lambda_to(endpoint):
         if response.get("FunctionError"):
             payload = response.get("Payload")
             error_type = payload.get("errorType") if isinstance(payload, dict) else None
-            if not error_type or error_type.startswith(("Runtime.", "Sandbox.")):
+            if not error_type:
                 response["Payload"] = {
                     "errorType": "Lambda.Unknown",
                     "errorMessage": "The cause could not be determined because Lambda did not return an error type. Returned payload: "
@@ -190,7 +192,7 @@ def faults(request, full_url, headers):
 
 
 def requests_sent(request, full_url, headers):
-    """Body: {"action": "StopExecution"}: the last 50 request bodies of that operation."""
+    """Body: {"action": "StopExecution"}: the last 500 request bodies of that operation."""
     action = _body(request).get("action", "")
     with _faults_lock:
         return 200, {}, json.dumps(list(_recent.get(action, [])))
@@ -241,7 +243,7 @@ def _answer_faults_first():
             with _faults_lock:
                 kept = _recent.setdefault(action, [])
                 kept.append(text)
-                del kept[:-50]
+                del kept[:-500]
                 hit = next(
                     (f for f in _faults if f["action"] == action and f["times"] > 0 and f["match"] in text),
                     None,

@@ -28,11 +28,18 @@ const RUNTIME_ERRORS: &[&str] = &[
     "Lambda.TooManyRequestsException",
     "Lambda.ClientExecutionTimeoutException",
     "Lambda.Unknown",
+    "Sandbox.Timedout",
+    "Runtime.ExitError",
+    "Runtime.OutOfMemory",
+    "Runtime.Unknown",
 ];
 
 /// What every Lambda task state must retry: the service's transient errors
-/// (Step Functions' guidance), a client timeout, and `Lambda.Unknown` (a
-/// function timeout or out-of-memory). Every handler is safe to call again.
+/// (Step Functions' guidance), a client timeout, and a function that crashed,
+/// ran out of memory or timed out. Step Functions' guide names the last
+/// `Lambda.Unknown`; where Lambda's payload carries an `errorType`
+/// (`Sandbox.Timedout`, `Runtime.ExitError`, ...) the execution reports that
+/// name instead, so both are retried. Every handler is safe to call again.
 const LAMBDA_TRANSIENT: &[&str] = &[
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
@@ -40,6 +47,10 @@ const LAMBDA_TRANSIENT: &[&str] = &[
     "Lambda.TooManyRequestsException",
     "Lambda.ClientExecutionTimeoutException",
     "Lambda.Unknown",
+    "Sandbox.Timedout",
+    "Runtime.ExitError",
+    "Runtime.OutOfMemory",
+    "Runtime.Unknown",
 ];
 
 /// Sample outputs of each function, by its placeholder (`LaunchRunFunctionArn`).
@@ -243,6 +254,21 @@ pub fn check(text: &str, substitutions: &BTreeSet<String>, samples: &Samples) ->
         }
     }
 
+    // What Pass states put in the state themselves (`ResultPath` with `Parameters`).
+    let mut passed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (_, state) in &all {
+        if let (true, Some(path), Some(params)) = (
+            state["Type"] == "Pass",
+            state["ResultPath"].as_str(),
+            state["Parameters"].as_object(),
+        ) {
+            passed
+                .entry(path.to_string())
+                .or_default()
+                .extend(params.keys().map(|k| k.trim_end_matches(".$").to_string()));
+        }
+    }
+
     // Choice variables, Wait SecondsPath and TimeoutSecondsPath read fields
     // the Rust output types must produce with the right JSON type.
     for (name, state) in &all {
@@ -261,6 +287,14 @@ pub fn check(text: &str, substitutions: &BTreeSet<String>, samples: &Samples) ->
             let Some((prefix, field)) = split_path(&path) else {
                 continue;
             };
+            if let Some(fields) = passed.get(&prefix) {
+                if !fields.contains(&field) {
+                    problems.push(format!(
+                        "state `{name}` reads `{path}`, but the Pass state that writes `{prefix}` gives no `{field}`"
+                    ));
+                }
+                continue;
+            }
             let Some((function, selector)) = produced.get(&prefix) else {
                 if prefix.starts_with("$.")
                     && !["$.spec", "$.execution", "$.attempt"].contains(&prefix.as_str())

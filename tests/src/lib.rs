@@ -3,7 +3,9 @@
 //! fixtures (table, cluster, task definition, topic → queue).
 
 pub mod asl;
+pub mod cfn;
 pub mod contract;
+pub mod iam;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +25,11 @@ pub mod world;
 
 pub const REGION: &str = "us-east-1";
 
-/// The log group the fixture's task definition sends its container log to.
-pub const JOB_LOG_GROUP: &str = "/stevedore/it/jobs";
+/// The log group the fixture's task definition sends its container log to:
+/// under the jobs' prefix of a stack named `stevedore`
+/// (`/stevedore/<stack>/jobs/<job>`, as jobs/job.yaml names it), the log
+/// groups notify-failure may read.
+pub const JOB_LOG_GROUP: &str = "/stevedore/stevedore/jobs/it";
 
 /// The endpoint in `var`, or a loud failure saying how to run the tests.
 /// `STEVEDORE_SKIP_EMULATOR_TESTS=1` skips instead, saying so.

@@ -496,3 +496,104 @@ async fn a_caught_failure_asks_again_while_ecs_does_not_show_the_new_task_yet() 
     assert_eq!(rec.status, RunStatus::Failed);
     assert_eq!(w.tasks.stops()[0].0, out.task_arn.unwrap());
 }
+
+#[tokio::test]
+async fn a_caught_failure_over_a_task_ecs_is_still_taking_down_waits_for_how_it_ended() {
+    // The watch failed for good while the task's container exited 0; ECS
+    // keeps the task in DEPROVISIONING for a while. It is not running:
+    // stopping it and recording the watch's error would make a success a
+    // failure (issue 23, G3).
+    let w = World::new();
+    let s = spec(json!({}));
+    let out = w.launch(s.clone(), 1, None).await.unwrap();
+    let arn = out.task_arn.clone().unwrap();
+    w.tasks.set_task(stevedore_domain::task::TaskDescription {
+        task_arn: arn.clone(),
+        last_status: "DEPROVISIONING".into(),
+        desired_status: Some("STOPPED".into()),
+        stop_code: Some("EssentialContainerExited".into()),
+        containers: vec![ContainerState {
+            name: "app".into(),
+            exit_code: Some(0),
+            last_status: Some("STOPPED".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let err = Error::transient("GetItem: timed out");
+    let again = record_run::function_handler(&w.record_deps(), caught(&s, &err))
+        .await
+        .unwrap_err();
+    assert_eq!(again.class, FailureClass::Transient, "{}", again.message);
+    assert!(
+        again.message.contains("DEPROVISIONING"),
+        "{}",
+        again.message
+    );
+    assert!(
+        w.tasks.stops().is_empty(),
+        "a task on its way down is not stopped"
+    );
+    // Once ECS says STOPPED, the attempt is the success it was.
+    w.stop(&arn, "EssentialContainerExited", Some(0));
+    let rec = record_run::function_handler(&w.record_deps(), caught(&s, &err))
+        .await
+        .unwrap();
+    assert_eq!(rec.status, RunStatus::Succeeded, "{rec:?}");
+}
+
+#[tokio::test]
+async fn a_stop_recorded_by_an_invocation_that_died_before_completing_the_wait_is_completed_again()
+{
+    // task-events wrote STOPPED, then its process died before
+    // SendTaskSuccess; Lambda retries the event: the retry finds the stop
+    // recorded and must still complete the waiting state (issue 23, G3).
+    let w = World::new();
+    let s = spec(json!({}));
+    let out = w.launch(s, 1, None).await.unwrap();
+    let arn = out.task_arn.clone().unwrap();
+    w.store
+        .change_run(
+            &out.run_id,
+            &RunChange {
+                task_token: Some("token-1".into()),
+                ..RunChange::to(RunStatus::Running)
+            },
+        )
+        .await
+        .unwrap();
+    w.stop(&arn, "EssentialContainerExited", Some(0));
+    let mut task = w.tasks.tasks.lock().unwrap()[&arn].clone();
+    task.started_by = Some(format!("stevedore/{}", out.run_id));
+    let run = w.store.get_run(&out.run_id).await.unwrap().unwrap();
+    // The first invocation's write, without its SendTaskSuccess.
+    w.store
+        .change_run(
+            &out.run_id,
+            &RunChange {
+                task: Some(task.clone()),
+                outcome: Some(stevedore_domain::failure::classify_task(
+                    &task,
+                    run.main_container().as_deref(),
+                    None,
+                )),
+                ..RunChange::to(RunStatus::Stopped)
+            },
+        )
+        .await
+        .unwrap();
+    assert!(w.tokens.sent().is_empty());
+    let event = json!({
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "detail": serde_json::to_value(&task).unwrap(),
+    });
+    let deps = task_events::Deps {
+        runs: w.store.clone(),
+        tokens: w.tokens.clone(),
+    };
+    task_events::function_handler(&deps, event).await.unwrap();
+    let sent = w.tokens.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "token-1");
+}

@@ -5,44 +5,10 @@
 //! and parses it with the domain's job spec parser.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use serde_yaml::Value as Yaml;
 use stevedore_domain::JobSpec;
-
-fn load(path: &str) -> Yaml {
-    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(path);
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn tagged<'a>(v: &'a Yaml, tag: &str) -> &'a Yaml {
-    match v {
-        Yaml::Tagged(t) if t.tag == tag => &t.value,
-        other => panic!("expected {tag}, found {other:?}"),
-    }
-}
-
-/// `${Name}` replaced from `vars`; panics on a placeholder it cannot fill,
-/// as CloudFormation would reject it.
-fn substitute(template: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let end = rest[start..].find('}').expect("closed placeholder") + start;
-        let name = &rest[start + 2..end];
-        out.push_str(
-            vars.get(name)
-                .unwrap_or_else(|| panic!("no value for ${{{name}}} in {template}")),
-        );
-        rest = &rest[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
+use stevedore_integration_tests::cfn::{load, Env};
 
 /// The job template's parameter defaults.
 fn defaults(job: &Yaml) -> BTreeMap<String, String> {
@@ -61,7 +27,6 @@ fn defaults(job: &Yaml) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The schedule input, as CloudFormation renders it for `params`.
 /// The time the sample schedule fires at.
 const SCHEDULED: &str = "2026-11-27T06:00:00Z";
 
@@ -72,32 +37,36 @@ fn as_scheduler_sends(rendered: &str) -> String {
     rendered.replace("<aws.scheduler.scheduled-time>", SCHEDULED)
 }
 
-fn render_input(job: &Yaml, params: &BTreeMap<String, String>) -> String {
-    let input = &job["Resources"]["Schedule"]["Properties"]["Target"]["Input"];
-    let branches = tagged(input, "!If")
-        .as_sequence()
-        .expect("!If [cond, a, b]");
-    assert_eq!(branches[0].as_str(), Some("HasNetwork"));
-    let mut vars = params.clone();
-    vars.insert(
-        "TaskDefinition".into(),
+/// The job template's environment for `params` (list parameters as
+/// comma-separated text, as a nested stack receives them).
+fn env<'a>(job: &'a Yaml, params: &BTreeMap<String, String>) -> Env<'a> {
+    let mut env = Env::new(job);
+    for (k, v) in params {
+        let value = if job["Parameters"][k.as_str()]["Type"].as_str() == Some("CommaDelimitedList")
+        {
+            serde_json::json!(v.split(',').collect::<Vec<_>>())
+        } else {
+            serde_json::json!(v)
+        };
+        env.set(k, value);
+    }
+    env.set(
+        "TaskDefinition",
         format!(
             "arn:aws:ecs:eu-west-1:123456789012:task-definition/stevedore-{}:1",
             params["JobName"]
         ),
     );
-    let with_network = !params.get("Subnets").map(|s| s.is_empty()).unwrap_or(true);
-    if with_network {
-        let sub = tagged(&branches[1], "!Sub")
-            .as_sequence()
-            .expect("!Sub [template, vars]");
-        let join = |name: &str| params[name].split(',').collect::<Vec<_>>().join("\",\"");
-        vars.insert("SubnetList".into(), join("Subnets"));
-        vars.insert("GroupList".into(), join("SecurityGroups"));
-        substitute(sub[0].as_str().unwrap(), &vars)
-    } else {
-        substitute(tagged(&branches[2], "!Sub").as_str().unwrap(), &vars)
-    }
+    env
+}
+
+/// The schedule input, as CloudFormation renders it for `params`.
+fn render_input(job: &Yaml, params: &BTreeMap<String, String>) -> String {
+    let input = &job["Resources"]["Schedule"]["Properties"]["Target"]["Input"];
+    let value = env(job, params)
+        .eval(input)
+        .unwrap_or_else(|e| panic!("the schedule input: {e}"));
+    value.as_str().expect("the input is text").to_string()
 }
 
 /// The example job's parameters in the Stevedore template, with sample
@@ -124,6 +93,7 @@ fn example_params(job: &Yaml) -> BTreeMap<String, String> {
                 "Subnets" => "subnet-0a1b2c3d,subnet-0e1f2a3b".into(),
                 "SecurityGroups" => "sg-0123456789abcdef0".into(),
                 "LogRetentionDays" => "30".into(),
+                "ControlPlaneStack" => "stevedore".into(),
                 // !Join ["-", ["example", <first group of the stack id's UUID>]]
                 "JobName" => "example-0f1e2d3c".into(),
                 other => panic!("no sample value for the example job's parameter {other}"),
@@ -210,26 +180,108 @@ fn a_secret_in_the_environment_parameter_is_refused_as_launch_run_would() {
 
 #[test]
 fn every_placeholder_of_the_input_is_a_parameter_or_a_resource() {
+    // Every combination of the conditions the input depends on renders.
     let job = load("jobs/job.yaml");
-    let mut known: BTreeMap<String, String> = job["Parameters"]
-        .as_mapping()
-        .unwrap()
-        .keys()
-        .map(|k| (k.as_str().unwrap().to_string(), "x".to_string()))
-        .collect();
-    for k in job["Resources"].as_mapping().unwrap().keys() {
-        known.insert(k.as_str().unwrap().to_string(), "x".into());
+    for (subnets, groups) in [
+        ("", ""),
+        ("subnet-1", ""),
+        ("subnet-1,subnet-2", "sg-1,sg-2"),
+    ] {
+        let mut params = defaults(&job);
+        params.insert("JobName".into(), "orders-ingest".into());
+        params.insert("Subnets".into(), subnets.into());
+        params.insert("SecurityGroups".into(), groups.into());
+        let rendered = as_scheduler_sends(&render_input(&job, &params));
+        serde_json::from_str::<serde_json::Value>(&rendered)
+            .unwrap_or_else(|e| panic!("{e}: {rendered}"));
     }
-    known.insert("SubnetList".into(), "x".into());
-    known.insert("GroupList".into(), "x".into());
-    let input = &job["Resources"]["Schedule"]["Properties"]["Target"]["Input"];
-    let branches = tagged(input, "!If").as_sequence().unwrap();
-    // substitute() panics on an unknown placeholder.
-    substitute(
-        tagged(&branches[1], "!Sub").as_sequence().unwrap()[0]
-            .as_str()
-            .unwrap(),
-        &known,
+}
+
+#[test]
+fn a_job_with_its_own_subnets_and_the_stacks_security_groups_gets_a_spec_launch_run_accepts() {
+    // Subnets given, SecurityGroups left empty: the input once carried
+    // `"securityGroups":[""]`, which the spec parser refuses, so every
+    // scheduled run of such a job failed.
+    let job = load("jobs/job.yaml");
+    let mut params = defaults(&job);
+    params.insert("JobName".into(), "orders-ingest".into());
+    params.insert("Subnets".into(), "subnet-0a1b2c3d".into());
+    let rendered = as_scheduler_sends(&render_input(&job, &params));
+    let spec = JobSpec::from_value(&serde_json::from_str(&rendered).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {rendered}"));
+    let network = spec.network.expect("the job's subnets");
+    assert_eq!(network.subnets, vec!["subnet-0a1b2c3d"]);
+    assert!(
+        network.security_groups.is_empty(),
+        "the control plane's groups apply: {rendered}"
     );
-    substitute(tagged(&branches[2], "!Sub").as_str().unwrap(), &known);
+}
+
+#[test]
+fn two_stevedore_stacks_can_each_have_a_job_of_the_same_name() {
+    // Schedules and log groups are named per account and Region: a name
+    // built from the job's name alone makes the second stack's deploy fail.
+    let job = load("jobs/job.yaml");
+    let schedule = &job["Resources"]["Schedule"]["Properties"];
+    assert!(
+        schedule["Name"].is_null(),
+        "CloudFormation names the schedule uniquely: {:?}",
+        schedule["Name"]
+    );
+    let group = &job["Resources"]["LogGroup"]["Properties"]["LogGroupName"];
+    let mut names = Vec::new();
+    for stack in ["etl-prod", "etl-staging"] {
+        let mut params = defaults(&job);
+        params.insert("JobName".into(), "orders-ingest".into());
+        params.insert("ControlPlaneStack".into(), stack.into());
+        names.push(env(&job, &params).eval(group).unwrap());
+    }
+    assert_ne!(names[0], names[1]);
+    assert_eq!(
+        names[0],
+        serde_json::json!("/stevedore/etl-prod/jobs/orders-ingest")
+    );
+    // The Stevedore template passes its own name.
+    let main = load("template.yaml");
+    assert_eq!(
+        main["Resources"]["ExampleJob"]["Properties"]["Parameters"]["ControlPlaneStack"],
+        serde_yaml::from_str::<Yaml>("!Ref AWS::StackName").unwrap()
+    );
+}
+
+#[test]
+fn the_readmes_first_run_starts_an_execution_with_a_spec_launch_run_accepts() {
+    // README "Add a job", step 5: the schedule's input with the scheduled
+    // time filled in as the README does it (Scheduler fills the context
+    // attribute only when it invokes the target; get-schedule shows it as
+    // written).
+    let readme = std::fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.contains("--input \"${input"))
+        .expect("README's first run passes --input \"${input...}\"");
+    let expansion = &line[line.find("\"${input").unwrap()..];
+    let expansion = &expansion[..expansion.rfind('"').unwrap() + 1];
+    let job = load("jobs/job.yaml");
+    let params = example_params(&job);
+    let schedule_input = render_input(&job, &params);
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("printf '%s' {expansion}"))
+        .env("input", &schedule_input)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = String::from_utf8(out.stdout).unwrap();
+    let value: serde_json::Value =
+        serde_json::from_str(&started).unwrap_or_else(|e| panic!("{e}: {started}"));
+    let spec = JobSpec::from_value(&value).unwrap_or_else(|e| panic!("{e}: {started}"));
+    assert!(spec.logical_time.is_some(), "{started}");
 }

@@ -370,11 +370,12 @@ async fn a_duplicate_or_late_task_event_changes_nothing() {
     let again = p.event(&task_arn).await;
     assert_eq!(again.action, task_events::EventAction::Duplicate);
     assert_eq!(p.run(&launched.run_id).await, after_first);
-    assert_eq!(
-        p.tokens.sent().len(),
-        1,
-        "the waiting state is completed once"
-    );
+    // A duplicate cannot be told from a retry of an invocation that died
+    // between its write and SendTaskSuccess: it sends the same token and
+    // output again, which Step Functions answers as already closed.
+    let sent = p.tokens.sent();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0], sent[1], "the same completion, twice");
 
     // After the run is final, a late event still changes nothing.
     p.record(&launched.run_id).await;
@@ -640,28 +641,80 @@ async fn an_aborted_execution_has_its_task_stopped_and_its_run_cancelled() {
 async fn a_task_is_found_by_its_exact_started_by_through_ecs_list_tasks() {
     let Some(p) = Plane::new().await else { return };
     let job = unique("orphan");
-    let launched = p
-        .launch(&p.spec(&job, json!({})), &p.execution(), 1)
-        .await
-        .expect("launch");
+    let spec = p.spec(&job, json!({"concurrency": {"max": 2}}));
+    let launched = p.launch(&spec, &p.execution(), 1).await.expect("launch");
+    let stopped = p.launch(&spec, &p.execution(), 1).await.expect("launch");
+    p.ecs
+        .stop_task(
+            stopped.task_arn.as_deref().unwrap(),
+            json!({"exitCode": 3, "stopCode": "EssentialContainerExited"}),
+        )
+        .await;
     let runner = p.ecs.runner();
-    let started_by = format!("stevedore/{}", launched.run_id);
     use stevedore_domain::ports::TaskRunner;
+    let found = |run_id: &str, family: Option<String>| {
+        let runner = &runner;
+        let started_by = format!("stevedore/{run_id}");
+        async move {
+            runner
+                .find_tasks(&started_by, family.as_deref())
+                .await
+                .expect("ListTasks")
+                .into_iter()
+                .map(|t| t.task_arn)
+                .collect::<Vec<_>>()
+        }
+    };
+    let family = Some(p.ecs.family.clone());
     assert_eq!(
-        runner
-            .find_tasks(&started_by)
-            .await
-            .expect("ListTasks")
-            .into_iter()
-            .map(|t| t.task_arn)
-            .collect::<Vec<_>>(),
+        found(&launched.run_id, family.clone()).await,
         vec![launched.task_arn.clone().unwrap()]
     );
-    assert!(runner
-        .find_tasks(&format!("{started_by}-other"))
+    // A task that already stopped is found through its family.
+    assert_eq!(
+        found(&stopped.run_id, family.clone()).await,
+        vec![stopped.task_arn.clone().unwrap()]
+    );
+    assert!(found(&format!("{}-other", launched.run_id), family)
         .await
-        .expect("ListTasks")
         .is_empty());
+    // The API reference: "When you specify startedBy as the filter, it must
+    // be the only filter that you use." moto accepts more, so the requests
+    // themselves are checked.
+    let sent: Vec<String> = reqwest::Client::new()
+        .post(format!("{}/moto-api/stevedore/requests", p.ecs.moto))
+        .json(&json!({"action": "ListTasks"}))
+        .send()
+        .await
+        .expect("requests")
+        .json()
+        .await
+        .expect("requests JSON");
+    let ours: Vec<Value> = sent
+        .iter()
+        .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+        .filter(|b| b["cluster"] == json!(p.ecs.cluster))
+        .collect();
+    assert!(
+        ours.iter().any(|b| b.get("startedBy").is_some()),
+        "{ours:#?}"
+    );
+    for body in &ours {
+        if body.get("startedBy").is_some() {
+            let others: Vec<&String> = body
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| {
+                    !["cluster", "startedBy", "nextToken", "maxResults"].contains(&k.as_str())
+                })
+                .collect();
+            assert!(
+                others.is_empty(),
+                "ListTasks with startedBy and {others:?}: {body}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

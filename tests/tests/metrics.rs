@@ -370,3 +370,69 @@ fn the_dashboard_plots_only_metrics_record_run_emits() {
         "{url:?}"
     );
 }
+
+#[test]
+fn the_function_errors_alarm_leaves_out_the_errors_run_job_handles() {
+    // Lambda counts every handler error; run-job catches JobAlreadyRunning,
+    // CapacityUnavailable, Throttled, ... by design. The alarm subtracts the
+    // HandledErrors the functions write, and each Lambda series is filled,
+    // so a function not invoked in a period does not blank the sum.
+    let t = load_template();
+    let alarm = &t["Resources"]["FunctionErrorsAlarm"]["Properties"];
+    let metrics = alarm["Metrics"].as_sequence().unwrap();
+    let returned: Vec<&Yaml> = metrics
+        .iter()
+        .filter(|m| m["ReturnData"].as_bool() != Some(false))
+        .collect();
+    assert_eq!(returned.len(), 1);
+    let expr = returned[0]["Expression"].as_str().unwrap();
+    let lambda_ids: Vec<&str> = metrics
+        .iter()
+        .filter(|m| m["MetricStat"]["Metric"]["Namespace"].as_str() == Some("AWS/Lambda"))
+        .map(|m| m["Id"].as_str().unwrap())
+        .collect();
+    assert_eq!(lambda_ids.len(), 7, "{lambda_ids:?}");
+    for id in &lambda_ids {
+        assert!(
+            expr.contains(&format!("FILL({id}, 0)")),
+            "{id} unfilled in {expr}"
+        );
+    }
+    assert!(expr.trim_end().ends_with("- handled"), "{expr}");
+    let handled = metrics
+        .iter()
+        .find(|m| m["MetricStat"]["Metric"]["MetricName"].as_str() == Some("HandledErrors"))
+        .expect("the HandledErrors metric");
+    let metric = &handled["MetricStat"]["Metric"];
+    assert_eq!(metric["Namespace"].as_str(), Some(NAMESPACE));
+    let dims: Vec<String> = metric["Dimensions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|d| d["Name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        stevedore_domain::metrics::HANDLED_ERRORS
+            .dimensions
+            .iter()
+            .any(|set| set.iter().map(|s| s.to_string()).collect::<Vec<_>>() == dims),
+        "the alarm reads HandledErrors by {dims:?}, which the functions do not write"
+    );
+    // What a function writes for a busy job is a valid EMF line of that metric.
+    let line = stevedore_domain::metrics::handled_error(
+        "prod",
+        "prod-LaunchRunFunction-1",
+        stevedore_domain::FailureClass::JobAlreadyRunning,
+        time::OffsetDateTime::UNIX_EPOCH,
+    )
+    .unwrap();
+    let declared = check_emf(&line.to_string());
+    assert!(declared.contains(&("HandledErrors".to_string(), vec!["Stack".to_string()])));
+    assert!(stevedore_domain::metrics::handled_error(
+        "prod",
+        "f",
+        stevedore_domain::FailureClass::ConfigurationError,
+        time::OffsetDateTime::UNIX_EPOCH,
+    )
+    .is_none());
+}

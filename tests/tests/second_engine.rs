@@ -165,7 +165,9 @@ async fn a_retried_attempt_runs_a_second_task_and_succeeds() {
 async fn a_crash_of_watch_task_is_retried_and_does_not_stop_the_job() {
     let Some(s) = stack().await else { return };
     // The first watch-task invocation stores the token, answers, and then
-    // its process dies: Lambda reports the invocation failed.
+    // its process dies: Lambda reports the invocation failed, naming the
+    // crash `Runtime.ExitError` (the payload's errorType), which run-job's
+    // "Wait for task" must retry.
     s.crash_next("watch-task", "after").await;
     let execution = s.start(&s.spec(json!({}))).await;
     let task = s.next_task(&[]).await;
@@ -175,7 +177,9 @@ async fn a_crash_of_watch_task_is_retried_and_does_not_stop_the_job() {
         let retried_watch_waits = history
             .iter()
             .any(|e| e.r#type() == &aws_sdk_sfn::types::HistoryEventType::TaskSubmitted)
-            && failed_tasks(&history).iter().any(|e| e == "Lambda.Unknown");
+            && failed_tasks(&history)
+                .iter()
+                .any(|e| e == "Runtime.ExitError");
         if retried_watch_waits {
             break;
         }
@@ -191,7 +195,7 @@ async fn a_crash_of_watch_task_is_retried_and_does_not_stop_the_job() {
     );
     assert_eq!(
         failed_tasks(&history),
-        ["Lambda.Unknown"],
+        ["Runtime.ExitError"],
         "one crash, retried: {history:#?}"
     );
     assert!(!entered(&history).contains(&"Stop task".to_string()));

@@ -94,7 +94,15 @@ async fn a_live_run_is_left_to_its_execution_until_its_deadline_and_grace_pass()
         .await
         .unwrap();
     assert_eq!(out.stopped[0].reason, SweepReason::PastDeadline);
-    assert_eq!(stopped(&w), vec![arn]);
+    assert_eq!(stopped(&w), vec![arn.clone()]);
+    // Its stop event may reach task-events first: the reason alone must say
+    // it was a timeout, not somebody's stop (simulator seed 3093).
+    let reason = w.tasks.stops()[0].1.clone();
+    w.stop(&arn, "UserInitiated", Some(143));
+    let mut task = w.tasks.tasks.lock().unwrap()[&arn].clone();
+    task.stopped_reason = Some(reason.clone());
+    let outcome = stevedore_domain::failure::classify_task(&task, Some("app"), None);
+    assert_eq!(outcome.class, Some(FailureClass::TimedOut), "{reason}");
     let run = w.store.get_run(&run_id).await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     let outcome = run.outcome.unwrap();

@@ -133,8 +133,15 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
         )));
     }
     let now = deps.clock.now();
-    let deadline = now + time::Duration::seconds(spec.timeout as i64);
     let id = run_id(&spec.job, &input.execution, input.attempt);
+    // A retried invocation finds its own run and carries on from there.
+    let existing = deps.runs.get_run(&id).await?;
+    // The attempt's deadline is fixed when its run is first written: an
+    // invocation retried after an outage must not move it later.
+    let deadline = existing.as_ref().map_or_else(
+        || now + time::Duration::seconds(spec.timeout as i64),
+        |run| run.deadline,
+    );
     let capacity = input.capacity.unwrap_or(match spec.capacity {
         Capacity::OnDemand => Capacity::OnDemand,
         Capacity::Spot | Capacity::SpotWithFallback => Capacity::Spot,
@@ -184,8 +191,6 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
         message,
     };
 
-    // A retried invocation finds its own run and carries on from there.
-    let existing = deps.runs.get_run(&id).await?;
     if let Some(run) = &existing {
         if let Some(arn) = &run.task_arn {
             info!(run_id = %id, "launch already done");

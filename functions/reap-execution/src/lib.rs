@@ -11,8 +11,9 @@ use stevedore_domain::cost::PriceTable;
 use stevedore_domain::failure::{Outcome, StopRequest};
 use stevedore_domain::flow::{finalize, parse_input};
 use stevedore_domain::ports::{Clock, RunStore, TaskRunner};
-use stevedore_domain::run::{ChangeOutcome, RunChange};
-use stevedore_domain::{FailureClass, Result, RunStatus};
+use stevedore_domain::run::{run_id, ChangeOutcome, ExecutionRef, RunChange, RunRecord};
+use stevedore_domain::{FailureClass, JobSpec, Result, RunStatus};
+use time::OffsetDateTime;
 use tracing::info;
 
 pub const EXECUTION_STATUS_CHANGE: &str = "Step Functions Execution Status Change";
@@ -37,6 +38,9 @@ pub struct ExecutionDetail {
     /// Why it ended (StopExecution's `cause`, when one was given).
     #[serde(default)]
     pub cause: Option<String>,
+    /// When it started, in epoch milliseconds (`$$.Execution.StartTime`).
+    #[serde(default, rename = "startDate")]
+    pub start_date: Option<i64>,
 }
 
 impl ExecutionDetail {
@@ -45,6 +49,67 @@ impl ExecutionDetail {
         let input: Value = serde_json::from_str(self.input.as_deref()?).ok()?;
         input.get("job")?.as_str().map(str::to_string)
     }
+
+    /// Every run id the execution's attempts can have, derived as launch-run
+    /// derives them: the job and `retry.maxAttempts` from the input, the
+    /// identity from the execution's ARN and start time.
+    fn derived_run_ids(&self) -> Vec<String> {
+        let (Some(input), Some(start)) = (self.input.as_deref(), self.start_date) else {
+            return Vec::new();
+        };
+        let Ok(value) = serde_json::from_str::<Value>(input) else {
+            return Vec::new();
+        };
+        let Ok(spec) = JobSpec::from_value(&value) else {
+            return Vec::new();
+        };
+        let Ok(start_time) =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(start) * 1_000_000)
+        else {
+            return Vec::new();
+        };
+        let execution = ExecutionRef {
+            id: self.execution_arn.clone(),
+            name: self
+                .execution_arn
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            start_time,
+        };
+        (1..=spec.retry.max_attempts)
+            .map(|attempt| run_id(&spec.job, &execution, attempt))
+            .collect()
+    }
+}
+
+/// The execution's runs as the table has them now. The `by-execution` index
+/// is eventually consistent: a run written a moment ago may be missing from
+/// it, or listed as it was. So every run it lists, and every run id the
+/// execution's attempts can have, is read again from the table itself
+/// (a strongly consistent GetItem) before anything is decided.
+async fn runs_of(deps: &Deps, detail: &ExecutionDetail) -> Result<Vec<RunRecord>> {
+    let mut ids: Vec<String> = deps
+        .runs
+        .runs_of_execution(&detail.execution_arn)
+        .await?
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    for id in detail.derived_run_ids() {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let mut runs = Vec::new();
+    for id in ids {
+        if let Some(run) = deps.runs.get_run(&id).await? {
+            runs.push(run);
+        }
+    }
+    runs.sort_by_key(|r| r.attempt);
+    Ok(runs)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -79,7 +144,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
         return Ok(out);
     }
     let now = deps.clock.now();
-    let runs = deps.runs.runs_of_execution(&detail.execution_arn).await?;
+    let runs = runs_of(deps, &detail).await?;
     for run in &runs {
         if run.status == RunStatus::Stopped {
             finalize(deps.runs.as_ref(), &deps.prices, &deps.region, run, now).await?;
@@ -95,7 +160,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
             Some(arn) => vec![arn.clone()],
             None => deps
                 .tasks
-                .find_tasks(&run.started_by())
+                .find_tasks(&run.started_by(), run.task_family().as_deref())
                 .await?
                 .into_iter()
                 .filter(|t| !t.is_stopped())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stevedore_domain::cost::PriceTable;
-use stevedore_domain::failure::{classify_task, Outcome};
+use stevedore_domain::failure::{classify_task, Outcome, StopRequest};
 use stevedore_domain::flow::{failures_before, finalize, parse_input, unwrap_state, AttemptInput};
 use stevedore_domain::ports::{Clock, RunStore, TaskRunner};
 use stevedore_domain::run::{ChangeOutcome, RunChange, RunRecord};
@@ -134,6 +134,18 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
         // stop) is the outcome, as it is for a task Stevedore stopped.
         (Some(error), status) if !status.is_terminal() && status != RunStatus::Stopped => {
             let tasks = attempt_tasks(deps, &run, now).await?;
+            // A task whose container already ended but that ECS is still
+            // taking down is not running: stopping it and recording the
+            // caught error would lose how it really ended (an exit 0 made
+            // a failure). The state's retry asks again once it is STOPPED.
+            if let Some(t) = tasks.iter().find(|t| t.is_winding_down()) {
+                return Err(Error::transient(format!(
+                    "task {} is {} (desired {}): recording the attempt once ECS reports how it ended",
+                    t.task_arn,
+                    t.last_status,
+                    t.desired_status.as_deref().unwrap_or("RUNNING")
+                )));
+            }
             let ended = tasks
                 .iter()
                 .find(|t| t.is_stopped() && t.stop_code.as_deref() != Some("UserInitiated"))
@@ -163,16 +175,28 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
                 )
                 .await?
             } else {
-                let stopped = stop_left_running(deps, &run, &running, &error.class()).await?;
+                // A task still running past the job's deadline is stopped for
+                // that deadline, whatever else went wrong: the attempt timed out.
+                let class = if !running.is_empty() && now >= run.deadline {
+                    FailureClass::TimedOut
+                } else {
+                    error.class()
+                };
+                let stopped = stop_left_running(deps, &run, &running, &class).await?;
                 let mut message = error.message();
                 if !stopped.is_empty() {
                     message.push_str(&format!(
-                        " (Stevedore stopped the task the attempt had left running: {})",
+                        " (Stevedore stopped the task the attempt had left running{}: {})",
+                        if class == FailureClass::TimedOut {
+                            ", past the job's deadline"
+                        } else {
+                            ""
+                        },
                         stopped.join(", ")
                     ));
                 }
                 let change = RunChange {
-                    outcome: Some(Outcome::failed(error.class(), message, None)),
+                    outcome: Some(Outcome::failed(class, message, None)),
                     finished_at: Some(now),
                     ..RunChange::to(RunStatus::Failed)
                 };
@@ -233,7 +257,11 @@ async fn attempt_tasks(
             }
             Ok(tasks)
         }
-        None => deps.tasks.find_tasks(&run.started_by()).await,
+        None => {
+            deps.tasks
+                .find_tasks(&run.started_by(), run.task_family().as_deref())
+                .await
+        }
     }
 }
 
@@ -245,8 +273,14 @@ async fn stop_left_running(
     running: &[&TaskDescription],
     class: &FailureClass,
 ) -> Result<Vec<String>> {
-    let reason =
-        format!("Stevedore: the attempt failed ({class}) before its task was seen to stop");
+    // A timeout says so in the reason: the stop event may reach task-events
+    // first, and the reason is all it has to tell a timeout from a user's stop.
+    let reason = match class {
+        FailureClass::TimedOut => {
+            StopRequest::Timeout.reason("the attempt was recorded before its task was seen to stop")
+        }
+        _ => format!("Stevedore: the attempt failed ({class}) before its task was seen to stop"),
+    };
     let mut stopped = Vec::new();
     for task in running {
         deps.tasks.stop_task(&task.task_arn, &reason).await?;

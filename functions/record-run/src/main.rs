@@ -27,7 +27,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let output = function_handler(deps, event.payload)
             .await
-            .map_err(LambdaError)?;
+            .map_err(LambdaError::counted)?;
         // One JSON object on its own line: CloudWatch Logs makes the metrics.
         if let Some(line) =
             record_run::metrics_line(&output, stack, time::OffsetDateTime::now_utc())

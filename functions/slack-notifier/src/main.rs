@@ -27,7 +27,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         function_handler(deps, event.payload)
             .await
             .map(|delivered| serde_json::json!({ "delivered": delivered.len() }))
-            .map_err(LambdaError)
+            .map_err(LambdaError::counted)
     }))
     .await
 }

@@ -233,9 +233,14 @@ async fn sweep_one(deps: &Deps, task: &RunningTask) -> Result<Option<Swept>> {
         ),
         Some(_) => return Ok(None),
     };
-    deps.tasks
-        .stop_task(&task.task_arn, &stop_reason(&detail))
-        .await?;
+    // A stop past the deadline says "job timeout", as watch-task's does: the
+    // task's stop event may reach task-events before the run is recorded
+    // here, and the reason is how it tells a timeout from a user's stop.
+    let reason_text = match reason {
+        SweepReason::PastDeadline => StopRequest::Timeout.reason(&format!("sweep: {detail}")),
+        _ => stop_reason(&detail),
+    };
+    deps.tasks.stop_task(&task.task_arn, &reason_text).await?;
     warn!(task_arn = %task.task_arn, run_id, ?reason, %detail, "sweep stopped a task");
     let note = format!(
         "{} sweep stopped task {}: {detail}",

@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         function_handler(deps, event.payload)
             .await
-            .map_err(LambdaError)
+            .map_err(LambdaError::counted)
     }))
     .await
 }

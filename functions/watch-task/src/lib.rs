@@ -118,6 +118,18 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<WatchOutput> 
         TaskLookup::Found(task) if task.is_stopped() => {
             return observe(deps, &run, task).await;
         }
+        // Its container has ended, or it is being stopped (DEPROVISIONING can
+        // last minutes): not running, not to be stopped for the deadline —
+        // that would record a timeout over how it really ended. Its stop
+        // event, or the next poll, says how.
+        TaskLookup::Found(task) if task.is_winding_down() => {
+            info!(run_id = %run.run_id, status = %task.last_status, "the task is on its way to STOPPED");
+            return Ok(output(
+                &run,
+                WatchState::Running,
+                "the task is stopping; its end is recorded when ECS reports it",
+            ));
+        }
         TaskLookup::Found(_) => {}
         TaskLookup::Missing { reason, .. } => {
             // From the RunTask that started the task: a launch retried

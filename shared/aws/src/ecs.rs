@@ -86,20 +86,22 @@ impl EcsTaskRunner {
 
     /// Every page of ListTasks for one desired status (and `startedBy`, when
     /// given), appended to `arns` without repeats.
-    async fn list_task_arns(
-        &self,
-        started_by: Option<&str>,
-        status: DesiredStatus,
-        arns: &mut Vec<String>,
-    ) -> Result<()> {
+    /// Every task ARN ListTasks gives for one filter, all pages.
+    async fn list_task_arns(&self, filter: ListFilter<'_>, arns: &mut Vec<String>) -> Result<()> {
         let mut next: Option<String> = None;
         loop {
-            let out = self
-                .client
-                .list_tasks()
-                .cluster(&self.settings.cluster)
-                .set_started_by(started_by.map(str::to_string))
-                .desired_status(status.clone())
+            let request = self.client.list_tasks().cluster(&self.settings.cluster);
+            // The API reference: "When you specify startedBy as the filter,
+            // it must be the only filter that you use." It then lists the
+            // tasks whose desired status is RUNNING (the default).
+            let request = match filter {
+                ListFilter::StartedBy(started_by) => request.started_by(started_by),
+                ListFilter::Running => request.desired_status(DesiredStatus::Running),
+                ListFilter::StoppedOfFamily(family) => request
+                    .family(family)
+                    .desired_status(DesiredStatus::Stopped),
+            };
+            let out = request
                 .set_next_token(next.take())
                 .send()
                 .await
@@ -115,6 +117,17 @@ impl EcsTaskRunner {
             }
         }
     }
+}
+
+/// One ListTasks filter, as the API allows them to be combined.
+#[derive(Debug, Clone, Copy)]
+enum ListFilter<'a> {
+    /// Alone: the running tasks started with exactly this value.
+    StartedBy(&'a str),
+    /// The cluster's tasks whose desired status is RUNNING.
+    Running,
+    /// The recently stopped tasks of one task definition family.
+    StoppedOfFamily(&'a str),
 }
 
 fn time_of(t: Option<&aws_smithy_types::DateTime>) -> Option<OffsetDateTime> {
@@ -358,12 +371,19 @@ impl TaskRunner for EcsTaskRunner {
     }
 
     #[instrument(skip_all, fields(started_by = %started_by))]
-    async fn find_tasks(&self, started_by: &str) -> Result<Vec<TaskDescription>> {
-        // ListTasks lists one desired status at a time: running, then the
-        // recently stopped.
+    async fn find_tasks(
+        &self,
+        started_by: &str,
+        family: Option<&str>,
+    ) -> Result<Vec<TaskDescription>> {
+        // startedBy cannot be combined with a desired status: the running
+        // ones by startedBy, the recently stopped ones by family, matched on
+        // startedBy below.
         let mut arns = Vec::new();
-        for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
-            self.list_task_arns(Some(started_by), status, &mut arns)
+        self.list_task_arns(ListFilter::StartedBy(started_by), &mut arns)
+            .await?;
+        if let Some(family) = family {
+            self.list_task_arns(ListFilter::StoppedOfFamily(family), &mut arns)
                 .await?;
         }
         if arns.is_empty() {
@@ -374,6 +394,7 @@ impl TaskRunner for EcsTaskRunner {
             .await?
             .into_iter()
             .filter_map(TaskLookup::found)
+            .filter(|t| t.started_by.as_deref() == Some(started_by))
             .collect())
     }
 
@@ -382,8 +403,7 @@ impl TaskRunner for EcsTaskRunner {
         // ListTasks cannot filter on a startedBy prefix: list the cluster's
         // running tasks, describe them with their tags, keep ours.
         let mut arns = Vec::new();
-        self.list_task_arns(None, DesiredStatus::Running, &mut arns)
-            .await?;
+        self.list_task_arns(ListFilter::Running, &mut arns).await?;
         let mut running = Vec::new();
         for batch in arns.chunks(DESCRIBE_BATCH) {
             let resp = self

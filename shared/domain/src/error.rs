@@ -65,6 +65,18 @@ impl FailureClass {
         FailureClass::InvalidInput,
     ];
 
+    /// Whether run-job handles this error by design when a handler raises it
+    /// (a retry, a catch into a recorded outcome): a job's own failure, a
+    /// busy job, no capacity, throttling, a timed-out call. Not a
+    /// misconfiguration (`ConfigurationError`: access denied, no such
+    /// cluster) or input no handler should get (`InvalidInput`: a bug).
+    pub fn handled_by_design(self) -> bool {
+        !matches!(
+            self,
+            FailureClass::ConfigurationError | FailureClass::InvalidInput
+        )
+    }
+
     /// The Step Functions error name (what the runtime reports as `errorType`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -86,6 +86,15 @@ pub async fn observe_stop(
         }
         ChangeOutcome::Replayed(current) | ChangeOutcome::Rejected(current) => {
             info!(run_id = %current.run_id, status = %current.status, "stop already known");
+            // Whoever recorded the stop may have died before completing the
+            // waiting state: complete it again (a state that moved on
+            // answers AlreadyClosed), rather than leave the execution
+            // waiting for its next poll.
+            if current.status == RunStatus::Stopped {
+                if let Some(t) = &current.task_token {
+                    complete(tokens, t, &current).await?;
+                }
+            }
             Ok(Observed::AlreadyKnown(current))
         }
         ChangeOutcome::NotFound => Ok(Observed::NotFound),

@@ -279,7 +279,11 @@ impl TaskRunner for FakeTaskRunner {
             .collect())
     }
 
-    async fn find_tasks(&self, started_by: &str) -> Result<Vec<TaskDescription>> {
+    async fn find_tasks(
+        &self,
+        started_by: &str,
+        _family: Option<&str>,
+    ) -> Result<Vec<TaskDescription>> {
         Ok(lock(&self.tasks)
             .values()
             .filter(|t| t.started_by.as_deref() == Some(started_by))

@@ -11,6 +11,7 @@
 //! | `Duration` | Seconds | (Stack, Job) | the run's last attempt ended: its duration |
 //! | `Attempts` | Count | (Stack, Job) | the run's last attempt ended: how many attempts it took |
 //! | `Cost` | None (US dollars) | (Stack, Job), (Stack) | every attempt with a cost estimate |
+//! | `HandledErrors` | Count | (Stack) | any function's handler ended in an error run-job handles by design ([`handled_error`]) |
 //!
 //! The CloudWatch dashboard in `template.yaml` plots these; a test checks
 //! that every metric it plots is one listed here, with its dimensions.
@@ -60,8 +61,46 @@ pub const COST: MetricDef = MetricDef {
     dimensions: &[&["Stack", "Job"], &["Stack"]],
 };
 
+pub const HANDLED_ERRORS: MetricDef = MetricDef {
+    name: "HandledErrors",
+    unit: "Count",
+    dimensions: &[&["Stack"]],
+};
+
 /// Every metric of the namespace.
-pub const METRICS: &[MetricDef] = &[RUNS, FAILURES, DURATION, ATTEMPTS, COST];
+pub const METRICS: &[MetricDef] = &[RUNS, FAILURES, DURATION, ATTEMPTS, COST, HANDLED_ERRORS];
+
+/// The EMF line a function writes when its handler ends in an error the
+/// state machine handles by design (a busy job, no capacity, throttling, a
+/// bad spec: [`FailureClass::handled_by_design`]). Lambda counts every
+/// handler error in its `Errors` metric; the functions' error alarm
+/// subtracts these, so what it counts is what nobody planned for: a crash,
+/// a timeout, a bug, a misconfiguration. `None` for any other error.
+pub fn handled_error(
+    stack: &str,
+    function: &str,
+    class: FailureClass,
+    at: OffsetDateTime,
+) -> Option<Value> {
+    if !class.handled_by_design() {
+        return None;
+    }
+    Some(json!({
+        "_aws": {
+            "Timestamp": (at.unix_timestamp_nanos() / 1_000_000) as i64,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": HANDLED_ERRORS.dimensions,
+                "Metrics": [{"Name": HANDLED_ERRORS.name, "Unit": HANDLED_ERRORS.unit}],
+            }],
+        },
+        "Stack": stack,
+        "HandledErrors": 1,
+        // Not dimensions: for CloudWatch Logs Insights.
+        "Function": function,
+        "FailureClass": class.as_str(),
+    }))
+}
 
 /// What one recorded attempt says.
 #[derive(Debug, Clone, PartialEq)]

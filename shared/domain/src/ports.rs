@@ -82,7 +82,13 @@ pub trait TaskRunner: Send + Sync {
     /// The tasks started with exactly this `startedBy`, running or recently
     /// stopped (ECS keeps a stopped task about an hour), described: how a
     /// task whose launch was never recorded is found, and how it ended.
-    async fn find_tasks(&self, started_by: &str) -> Result<Vec<TaskDescription>>;
+    /// `family` (the task definition family the run names) narrows the
+    /// search for stopped ones; without it only running tasks are found.
+    async fn find_tasks(
+        &self,
+        started_by: &str,
+        family: Option<&str>,
+    ) -> Result<Vec<TaskDescription>>;
     /// Every task of the cluster whose desired status is still RUNNING and
     /// whose `startedBy` begins with `prefix`: what the sweep examines.
     async fn list_running(&self, prefix: &str) -> Result<Vec<RunningTask>>;

@@ -158,6 +158,13 @@ impl RunRecord {
         format!("{STARTED_BY_PREFIX}{}", self.run_id)
     }
 
+    /// The family of the task definition the run's spec names
+    /// (`etl`, from `etl`, `etl:3` or a task definition ARN).
+    pub fn task_family(&self) -> Option<String> {
+        let name = self.spec.get("taskDefinition")?.as_str()?;
+        crate::task::family_of(name).map(str::to_string)
+    }
+
     /// The container whose exit decides the run.
     pub fn main_container(&self) -> Option<String> {
         self.spec

@@ -77,6 +77,18 @@ impl TaskDescription {
         self.last_status == "STOPPED"
     }
 
+    /// On its way to STOPPED: asked to stop, or its containers ended and
+    /// ECS is still taking it down (DEACTIVATING, STOPPING, DEPROVISIONING,
+    /// which can last minutes). How it ended is not final yet.
+    pub fn is_winding_down(&self) -> bool {
+        !self.is_stopped()
+            && (self.desired_status.as_deref() == Some("STOPPED")
+                || matches!(
+                    self.last_status.as_str(),
+                    "DEACTIVATING" | "STOPPING" | "DEPROVISIONING"
+                ))
+    }
+
     /// `x86_64` or `arm64`, from the task's `ecs.cpu-architecture` attribute.
     pub fn architecture(&self) -> Option<&str> {
         self.attributes
@@ -198,5 +210,32 @@ mod tests {
         .unwrap();
         assert_eq!(d.stopped_at, None);
         assert_eq!(d.started_at.unwrap().unix_timestamp(), 1_700_000_000);
+    }
+}
+
+/// The family of a task definition named as `family`, `family:revision` or
+/// its ARN (`arn:aws:ecs:...:task-definition/family:revision`).
+pub fn family_of(task_definition: &str) -> Option<&str> {
+    let name = task_definition
+        .rsplit_once(":task-definition/")
+        .map_or(task_definition, |(_, rest)| rest);
+    let family = name.split(':').next().unwrap_or_default();
+    (!family.is_empty()).then_some(family)
+}
+
+#[cfg(test)]
+mod family_tests {
+    use super::family_of;
+
+    #[test]
+    fn a_family_is_read_from_every_way_of_naming_a_task_definition() {
+        assert_eq!(family_of("etl"), Some("etl"));
+        assert_eq!(family_of("etl:3"), Some("etl"));
+        assert_eq!(
+            family_of("arn:aws:ecs:eu-west-1:123456789012:task-definition/etl-python:12"),
+            Some("etl-python")
+        );
+        assert_eq!(family_of(""), None);
+        assert_eq!(family_of(":3"), None);
     }
 }
