@@ -200,6 +200,14 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
                 plane.abort(&arn, &spec_value, &cause).await;
             }
             wait_for_jobs(&runner, args.stop_grace, &mut sigint, &mut sigterm).await;
+            // The reaper held the job's slot through the stop's grace (on
+            // ECS the container may run until then); here the job's
+            // processes are known to have ended, so the slot is free now.
+            if let Some(job) = spec_value.get("job").and_then(|j| j.as_str()) {
+                if let Err(e) = store.release_slot(job, &arn).await {
+                    tell!("stevedore: {}", e.message);
+                }
+            }
             (
                 color("33", &format!("CANCELLED ({})", stop.signal)),
                 ExitCode::from(stop.exit),

@@ -210,7 +210,10 @@ pub fn check(f: &Facts) -> Vec<Violation> {
         let parked = by_execution
             .get(holder.as_str())
             .is_some_and(|e| e.reap_dead_lettered);
-        if *until > f.quiet_at && !parked {
+        // A slot whose task was just asked to stop stays held through the
+        // stop's grace (flow::STOP_GRACE_SECONDS), then frees itself.
+        let grace = time::Duration::seconds(stevedore_domain::flow::STOP_GRACE_SECONDS);
+        if *until > f.quiet_at + grace && !parked {
             out.push(violation(
                 SLOTS_FREE,
                 format!(

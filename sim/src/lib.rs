@@ -89,8 +89,6 @@ pub struct Stats {
     pub failed: usize,
     pub events_lost: u32,
     pub events_dead_lettered: u32,
-    /// Tasks started while another task of the job was in its stop's grace.
-    pub grace_overlaps: u32,
     /// Failed executions alerted more than once (at-least-once delivery),
     /// and the extra alerts they got.
     pub executions_alerted_twice: usize,
@@ -339,9 +337,9 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
             .clone(),
     };
     let violations = invariants::check(&facts);
-    let (events_lost, events_dead_lettered, grace_overlaps) = {
+    let (events_lost, events_dead_lettered) = {
         let c = ecs.cluster.lock().unwrap_or_else(|p| p.into_inner());
-        (c.events_lost, c.dead_lettered_events, c.grace_overlaps)
+        (c.events_lost, c.dead_lettered_events)
     };
     let alerts_per_execution: Vec<usize> = results
         .iter()
@@ -370,7 +368,6 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
             .count(),
         events_lost,
         events_dead_lettered,
-        grace_overlaps,
         executions_alerted_twice: alerts_per_execution.iter().filter(|n| **n > 1).count(),
         duplicate_alerts: alerts_per_execution
             .iter()

@@ -148,7 +148,6 @@ fn main() -> ExitCode {
                 {
                     let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
                     t.failed += report.stats.failed;
-                    t.grace_overlaps += report.stats.grace_overlaps;
                     t.executions_alerted_twice += report.stats.executions_alerted_twice;
                     t.duplicate_alerts += report.stats.duplicate_alerts;
                     t.outages += report.stats.outages;
@@ -188,8 +187,8 @@ fn main() -> ExitCode {
     );
     let t = tally.into_inner().unwrap_or_else(|p| p.into_inner());
     eprintln!(
-        "  {} seeds with an outage; {} failed executions, {} of them alerted more than once ({} extra alerts); {} task starts during another task's stop grace",
-        t.outages, t.failed, t.executions_alerted_twice, t.duplicate_alerts, t.grace_overlaps
+        "  {} seeds with an outage; {} failed executions, {} of them alerted more than once ({} extra alerts)",
+        t.outages, t.failed, t.executions_alerted_twice, t.duplicate_alerts
     );
     println!(
         "simulated {} executions ({} seeds): {violations} invariant violations",

@@ -597,3 +597,48 @@ async fn a_stop_recorded_by_an_invocation_that_died_before_completing_the_wait_i
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].0, "token-1");
 }
+
+#[tokio::test]
+async fn an_aborted_executions_slot_is_held_through_its_tasks_stop_grace() {
+    // The reaper asks ECS to stop the task: SIGTERM, then up to the stop
+    // timeout before SIGKILL. Freeing the slot at once let the next run of
+    // a concurrency.max 1 job start beside a container still running
+    // (simulator seed 2601; issue 23, "concurrency at every instant").
+    let w = World::new();
+    let s = spec(json!({"concurrency": {"max": 1, "whenBusy": "skip"}}));
+    let first = w.launch_in("e1", s.clone(), 1, None).await.unwrap();
+    assert!(first.task_arn.is_some());
+    let deps = reap_execution::Deps {
+        tasks: w.tasks.clone(),
+        runs: w.store.clone(),
+        clock: w.clock.clone(),
+        prices: stevedore_domain::cost::PriceTable::builtin(),
+        region: "us-east-1".into(),
+    };
+    let execution = World::execution("e1")["id"].as_str().unwrap().to_string();
+    let reaped = reap_execution::function_handler(
+        &deps,
+        json!({"detail-type": "Step Functions Execution Status Change", "detail": {"executionArn": execution, "status": "ABORTED"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reaped.cancelled, vec![first.run_id.clone()]);
+    assert_eq!(w.tasks.stops().len(), 1);
+    let during = w.launch_in("e2", s.clone(), 1, None).await.unwrap();
+    assert_eq!(
+        during.status,
+        launch_run::LaunchStatus::Skipped,
+        "the stopped task may still run: {}",
+        during.message
+    );
+    w.clock.advance(Duration::seconds(
+        stevedore_domain::flow::STOP_GRACE_SECONDS + 1,
+    ));
+    let after = w.launch_in("e3", s, 1, None).await.unwrap();
+    assert_eq!(
+        after.status,
+        launch_run::LaunchStatus::Launched,
+        "{}",
+        after.message
+    );
+}

@@ -634,7 +634,16 @@ async fn an_aborted_execution_has_its_task_stopped_and_its_run_cancelled() {
         .starts_with("Stevedore: execution ended"));
     let run = p.run(&launched.run_id).await;
     assert_eq!(run.status, RunStatus::Cancelled);
-    assert!(slot_holders(&p.store, &job).await.unwrap().is_empty());
+    // The slot is held through the stopped task's grace, then frees itself:
+    // its lease now ends within STOP_GRACE_SECONDS.
+    let holders = slot_holders(&p.store, &job).await.unwrap();
+    let grace_end = p.clock_now().unix_timestamp() + stevedore_domain::flow::STOP_GRACE_SECONDS;
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_eq!(holders[0].0, execution.id);
+    assert!(
+        holders[0].1 <= grace_end,
+        "{holders:?}, grace ends {grace_end}"
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stevedore_domain::cost::PriceTable;
 use stevedore_domain::failure::{Outcome, StopRequest};
-use stevedore_domain::flow::{finalize, parse_input};
+use stevedore_domain::flow::{finalize, free_slot, parse_input};
 use stevedore_domain::ports::{Clock, RunStore, TaskRunner};
 use stevedore_domain::run::{run_id, ChangeOutcome, ExecutionRef, RunChange, RunRecord};
 use stevedore_domain::{FailureClass, JobSpec, Result, RunStatus};
@@ -145,6 +145,9 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
     }
     let now = deps.clock.now();
     let runs = runs_of(deps, &detail).await?;
+    // A task just asked to stop may run on through its stop grace: the slot
+    // stays held until then, so the next run cannot start beside it.
+    let mut task_stopping = false;
     for run in &runs {
         if run.status == RunStatus::Stopped {
             finalize(deps.runs.as_ref(), &deps.prices, &deps.region, run, now).await?;
@@ -171,6 +174,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
         for arn in &arns {
             deps.tasks.stop_task(arn, &reason).await?;
         }
+        task_stopping |= !arns.is_empty();
         let change = RunChange {
             stop_request: Some(StopRequest::Cancelled),
             outcome: Some(Outcome::failed(
@@ -215,7 +219,14 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
         .map(|r| r.job.clone())
         .or_else(|| detail.job_of_input());
     if let Some(job) = job {
-        deps.runs.release_slot(&job, &detail.execution_arn).await?;
+        free_slot(
+            deps.runs.as_ref(),
+            &job,
+            &detail.execution_arn,
+            task_stopping,
+            now,
+        )
+        .await?;
     }
     out.message = format!(
         "execution {}: {} run(s), {} cancelled, {} recorded",

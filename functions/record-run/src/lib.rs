@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stevedore_domain::cost::PriceTable;
 use stevedore_domain::failure::{classify_task, Outcome, StopRequest};
-use stevedore_domain::flow::{failures_before, finalize, parse_input, unwrap_state, AttemptInput};
+use stevedore_domain::flow::{
+    failures_before, finalize, free_slot, parse_input, unwrap_state, AttemptInput,
+    STOP_GRACE_SECONDS,
+};
 use stevedore_domain::ports::{Clock, RunStore, TaskRunner};
 use stevedore_domain::run::{ChangeOutcome, RunChange, RunRecord};
 use stevedore_domain::spec::{Capacity, JobSpec};
@@ -126,6 +129,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
         });
     };
 
+    let mut task_stopping = false;
     let run = match (&input.error, run.status) {
         // The launch failed after the run was written (or a later step
         // failed). If the attempt's task has already ended by itself, how it
@@ -183,6 +187,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
                     error.class()
                 };
                 let stopped = stop_left_running(deps, &run, &running, &class).await?;
+                task_stopping = !stopped.is_empty();
                 let mut message = error.message();
                 if !stopped.is_empty() {
                     message.push_str(&format!(
@@ -221,7 +226,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
         (Some(_), _) => run,
     };
     let spec = input.spec.clone().unwrap_or_else(|| run.spec.clone());
-    decide(deps, run, spec).await
+    decide(deps, run, spec, task_stopping).await
 }
 
 /// The attempt's tasks as ECS has them now: the one the run names, or,
@@ -290,7 +295,14 @@ async fn stop_left_running(
     Ok(stopped)
 }
 
-async fn decide(deps: &Deps, run: RunRecord, raw_spec: Value) -> Result<RecordOutput> {
+/// `task_stopping`: this invocation just asked ECS to stop the attempt's
+/// task, which may run on through its stop grace.
+async fn decide(
+    deps: &Deps,
+    run: RunRecord,
+    raw_spec: Value,
+    task_stopping: bool,
+) -> Result<RecordOutput> {
     let spec = run.job_spec()?;
     let outcome = run
         .outcome
@@ -309,8 +321,17 @@ async fn decide(deps: &Deps, run: RunRecord, raw_spec: Value) -> Result<RecordOu
     });
     let next_attempt = retry.then_some(run.attempt + 1);
     if !retry {
-        // The execution is done with the job: free its concurrency slot.
-        deps.runs.release_slot(&run.job, &run.execution.id).await?;
+        // The execution is done with the job: free its concurrency slot
+        // (once a task just asked to stop is past its grace).
+        let now = deps.clock.now();
+        free_slot(
+            deps.runs.as_ref(),
+            &run.job,
+            &run.execution.id,
+            task_stopping,
+            now,
+        )
+        .await?;
     }
     let notify = match run.status {
         RunStatus::Failed | RunStatus::Cancelled => !retry && spec.notify.on_failure,
@@ -346,7 +367,16 @@ async fn decide(deps: &Deps, run: RunRecord, raw_spec: Value) -> Result<RecordOu
         cost_usd: run.cost.as_ref().map(|c| c.usd),
         retry,
         next_attempt,
-        retry_delay_seconds: next_attempt.map(|n| spec.retry_delay(n)),
+        // The next attempt holds the same slot: it waits out a stopped
+        // task's grace too, so two of the job's containers never overlap.
+        retry_delay_seconds: next_attempt.map(|n| {
+            let delay = spec.retry_delay(n);
+            if task_stopping {
+                delay.max(STOP_GRACE_SECONDS as u64)
+            } else {
+                delay
+            }
+        }),
         next_capacity: retry.then(|| next_capacity(&spec, class)),
         notify,
         notify_recovery: recovered_after.is_some(),

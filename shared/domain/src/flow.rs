@@ -101,6 +101,33 @@ pub async fn observe_stop(
     }
 }
 
+/// How long a job's slot stays held after Stevedore asked ECS to stop its
+/// task: ECS sends SIGTERM and waits up to the task's stop timeout (30 s by
+/// default on Fargate, 120 s at most) before SIGKILL, and the container may
+/// run until then. Freeing the slot sooner would let the next run of the
+/// job start beside it.
+pub const STOP_GRACE_SECONDS: i64 = 120;
+
+/// Frees an execution's slot of `job`: at once, or, when a task of the
+/// execution was just asked to stop, when its stop grace is over (the
+/// lease is cut to then). `acquire_slot` with `max` 0 only renews a slot the
+/// holder has, so a slot it no longer holds is left alone.
+pub async fn free_slot(
+    store: &dyn RunStore,
+    job: &str,
+    holder: &str,
+    task_stopping: bool,
+    now: time::OffsetDateTime,
+) -> Result<()> {
+    if task_stopping {
+        let until = now + time::Duration::seconds(STOP_GRACE_SECONDS);
+        store.acquire_slot(job, holder, 0, until, now).await?;
+        Ok(())
+    } else {
+        store.release_slot(job, holder).await
+    }
+}
+
 /// Completes a waiting state with the run's result.
 pub async fn complete(
     tokens: &dyn TaskTokens,
