@@ -356,14 +356,14 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
         task_events::function_handler(&events, rig.ecs.state_change_event(&task_arn).await).await;
     out.push(("TaskEventsFunction", rec.calls()));
 
-    // record-run: a finished attempt; an attempt whose watch failed for good
+    // record-run: a finished attempt (its slot freed); an attempt whose watch failed for good
     // (its task still running: described, then stopped); a launch cut short
     // before the run named its task (found by its startedBy).
     let rec = Recorder::new();
     let record = rig.record_deps(&rec);
     let (spec, execution, launched) = rig.launched(&unique("perm")).await;
     let task_arn = launched.task_arn.clone().unwrap();
-    rig.stopped_and_seen(&task_arn, 3).await;
+    rig.stopped_and_seen(&task_arn, 0).await;
     let state = json!({"spec": spec, "execution": execution, "attempt": 1,
         "launch": {"runId": launched.run_id, "taskArn": task_arn}});
     record_run::function_handler(&record, state)
@@ -449,6 +449,13 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
     reap_execution::function_handler(&reap, aborted(&execution))
         .await
         .expect("reap a cut-short launch");
+    // And one whose task had already ended: nothing to stop, the slot freed.
+    let (_, execution, launched) = rig.launched(&unique("perm")).await;
+    rig.stopped_and_seen(launched.task_arn.as_deref().unwrap(), 0)
+        .await;
+    reap_execution::function_handler(&reap, aborted(&execution))
+        .await
+        .expect("reap an ended run");
     out.push(("ReapExecutionFunction", rec.calls()));
 
     // sweep-tasks: a task whose run ended while it ran on.
@@ -521,6 +528,7 @@ fn expected_operations(function: &str) -> &'static [&'static str] {
             "dynamodb:GetItem",
             "dynamodb:UpdateItem",
             "dynamodb:Query",
+            "dynamodb:DeleteItem",
             "ecs:DescribeTasks",
             "ecs:ListTasks",
             "ecs:StopTask",
@@ -533,7 +541,9 @@ fn expected_operations(function: &str) -> &'static [&'static str] {
         ],
         "ReapExecutionFunction" => &[
             "dynamodb:Query",
+            "dynamodb:GetItem",
             "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
             "ecs:ListTasks",
             "ecs:DescribeTasks",
             "ecs:StopTask",
