@@ -459,4 +459,184 @@ mod tests {
         assert!(r.len() <= 255);
         assert!(r.starts_with(STOP_REASON_PREFIX));
     }
+
+    // Found by cargo-mutants (issue 23): cases the table above did not pin.
+
+    #[test]
+    fn a_reason_of_exactly_255_bytes_is_kept_whole() {
+        let r = "x".repeat(255);
+        assert_eq!(stop_reason(r.clone()), r);
+        assert_eq!(stop_reason("x".repeat(256)).len(), 255);
+    }
+
+    #[test]
+    fn an_outcome_is_a_success_only_without_a_class() {
+        assert!(Outcome::succeeded("ok").is_success());
+        assert!(!Outcome::failed(ExitedNonZero, "no", Some(3)).is_success());
+    }
+
+    fn class_of(
+        t: &TaskDescription,
+        main: Option<&str>,
+        req: Option<StopRequest>,
+    ) -> Option<FailureClass> {
+        classify_task(t, main, req).class
+    }
+
+    #[test]
+    fn only_our_own_stop_reasons_say_timeout() {
+        // "job timeout" in a reason someone else gave is not our timeout.
+        let theirs = task(
+            Some("UserInitiated"),
+            Some("ops: job timeout was too long, stopping"),
+            vec![container("app", Some(143), None)],
+        );
+        assert_eq!(class_of(&theirs, Some("app"), None), Some(StoppedByUser));
+        let ours = task(
+            Some("UserInitiated"),
+            Some("Stevedore: job timeout (1h)"),
+            vec![container("app", Some(143), None)],
+        );
+        assert_eq!(class_of(&ours, Some("app"), None), Some(TimedOut));
+    }
+
+    #[test]
+    fn a_clean_exit_wins_over_a_stop_that_came_too_late() {
+        // The job exited 0 by itself before the stop (timeout or cancel) landed.
+        let clean = task(
+            Some("EssentialContainerExited"),
+            Some("Essential container in task exited"),
+            vec![container("app", Some(0), None)],
+        );
+        for req in [
+            None,
+            Some(StopRequest::Timeout),
+            Some(StopRequest::Cancelled),
+        ] {
+            assert_eq!(class_of(&clean, Some("app"), req), None, "{req:?}");
+        }
+        // Stopped by a user after it had exited 0: still the success it was.
+        let user_after_exit = task(
+            Some("UserInitiated"),
+            Some("stopped by ops"),
+            vec![container("app", Some(0), None)],
+        );
+        assert_eq!(
+            class_of(&user_after_exit, Some("app"), None),
+            Some(StoppedByUser)
+        );
+        // A non-clean end under a request is the request's.
+        let killed = task(
+            Some("UserInitiated"),
+            Some("Stevedore: execution ended (x)"),
+            vec![container("app", Some(143), None)],
+        );
+        let cancelled = classify_task(&killed, Some("app"), Some(StopRequest::Cancelled));
+        assert_eq!(cancelled.class, Some(StoppedByUser));
+        assert!(
+            cancelled.message.contains("the execution ended"),
+            "our own stop, not somebody else's: {}",
+            cancelled.message
+        );
+        assert_eq!(
+            class_of(&killed, Some("app"), Some(StopRequest::Timeout)),
+            Some(TimedOut)
+        );
+    }
+
+    #[test]
+    fn without_a_named_container_a_single_one_decides_and_several_need_all_zero() {
+        let one = task(
+            Some("EssentialContainerExited"),
+            None,
+            vec![container("only", Some(3), None)],
+        );
+        assert_eq!(class_of(&one, None, None), Some(ExitedNonZero));
+        let one_clean = task(
+            Some("EssentialContainerExited"),
+            None,
+            vec![container("only", Some(0), None)],
+        );
+        let o = classify_task(&one_clean, None, None);
+        assert!(
+            o.message.contains("`only`"),
+            "names the container: {}",
+            o.message
+        );
+        let all_zero = task(
+            Some("EssentialContainerExited"),
+            None,
+            vec![container("a", Some(0), None), container("b", Some(0), None)],
+        );
+        assert_eq!(class_of(&all_zero, None, None), None);
+        let one_failed = task(
+            Some("EssentialContainerExited"),
+            None,
+            vec![container("a", Some(0), None), container("b", Some(2), None)],
+        );
+        let o = classify_task(&one_failed, None, None);
+        assert_eq!((o.class, o.exit_code), (Some(ExitedNonZero), Some(2)));
+        let one_unknown = task(
+            Some("EssentialContainerExited"),
+            None,
+            vec![container("a", Some(0), None), container("b", None, None)],
+        );
+        assert_eq!(
+            class_of(&one_unknown, None, None),
+            Some(KilledByInfrastructure)
+        );
+        let none = task(Some("EssentialContainerExited"), None, vec![]);
+        assert_eq!(class_of(&none, None, None), Some(KilledByInfrastructure));
+    }
+
+    #[test]
+    fn a_failed_start_is_classified_by_its_stop_code_even_with_an_exit_code() {
+        let t = task(
+            Some("TaskFailedToStart"),
+            Some("CannotPullContainerError: pull image manifest has been retried"),
+            vec![container("app", Some(0), None)],
+        );
+        assert_eq!(class_of(&t, Some("app"), None), Some(StartFailed));
+    }
+
+    #[test]
+    fn aws_stopping_a_task_is_infrastructure_whatever_its_exit_code() {
+        for code in ["TerminationNotice", "ServiceSchedulerInitiated"] {
+            let t = task(
+                Some(code),
+                Some("maintenance"),
+                vec![container("app", Some(1), None)],
+            );
+            assert_eq!(
+                class_of(&t, Some("app"), None),
+                Some(KilledByInfrastructure),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn launch_failures_name_their_class_and_what_to_check() {
+        let cap = classify_launch_failure("Capacity is unavailable at this time", None);
+        assert_eq!(cap.class, Some(CapacityUnavailable));
+        assert!(cap.message.contains("no capacity"), "{}", cap.message);
+        let cfg = classify_launch_failure("MISSING", Some("arn:...:container-instance/x"));
+        assert_eq!(cfg.class, Some(ConfigurationError));
+        assert!(cfg.message.contains("check the cluster"), "{}", cfg.message);
+        assert!(
+            cfg.message.contains("(arn:...:container-instance/x)"),
+            "{}",
+            cfg.message
+        );
+        let empty_detail = classify_launch_failure("AGENT", Some(""));
+        assert_eq!(empty_detail.class, Some(StartFailed));
+        assert_eq!(empty_detail.message, "RunTask failed: AGENT");
+        let eni = classify_launch_failure("RESOURCE:ENI", None);
+        assert_eq!(eni.class, Some(StartFailed));
+        assert!(
+            eni.message.contains("network interfaces"),
+            "{}",
+            eni.message
+        );
+    }
 }

@@ -120,6 +120,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn which_statuses_are_final_and_which_may_have_a_task_running() {
+        // Found by cargo-mutants (issue 23): nothing pinned these directly.
+        use RunStatus::*;
+        let terminal: Vec<RunStatus> = RunStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(terminal, vec![Succeeded, Failed, Skipped, Cancelled]);
+        let may_run: Vec<RunStatus> = RunStatus::ALL
+            .into_iter()
+            .filter(|s| s.task_may_run())
+            .collect();
+        assert_eq!(may_run, vec![Pending, Running, Stopping]);
+        assert_eq!(Stopped.to_string(), "STOPPED");
+        assert_eq!(format!("{Cancelled}"), "CANCELLED");
+    }
+
+    #[test]
     fn terminal_statuses_are_absorbing() {
         for from in RunStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
             for to in RunStatus::ALL {
