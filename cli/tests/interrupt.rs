@@ -218,6 +218,23 @@ fn after_a_sigkill_the_next_command_stops_the_job_and_marks_the_run() {
     let spec = job(&h, "orphan", "orphan", "exit 143");
     let mut cli = spawn(&h, &["run", spec.to_str().unwrap()]);
     let pgid = wait_for_pid(&h, "orphan");
+    // The job starts inside "Launch task"; wait until run-job is waiting for
+    // it (a busy machine may take a moment) before killing stevedore, so
+    // the history has something written as it went.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = runs(&h);
+        if let Some(id) = listed.first().and_then(|r| r["runId"].as_str()) {
+            if history_types(&h, id).iter().any(|t| t == "TaskSubmitted") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run-job never waited for the job"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     cli.kill().unwrap();
     cli.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
