@@ -165,6 +165,14 @@ impl RunStore for CountingStore {
         self.write(200);
         self.inner.release_slot(job, holder).await
     }
+    async fn claim_launch(
+        &self,
+        run_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        self.inner.claim_launch(run_id, until, now).await
+    }
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
         self.write(note.len() + 100);
         self.inner.add_note(run_id, note).await

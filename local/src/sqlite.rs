@@ -98,6 +98,9 @@ impl SqliteRunStore {
                holder TEXT NOT NULL,
                lease_until INTEGER NOT NULL,
                PRIMARY KEY (job, slot));
+             CREATE TABLE IF NOT EXISTS launch_claims (
+               run_id TEXT PRIMARY KEY,
+               until INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS executions (
                execution_id TEXT PRIMARY KEY,
                history TEXT NOT NULL);",
@@ -206,13 +209,8 @@ impl RunStore for SqliteRunStore {
         let Some(mut run) = read_run(&tx, run_id)? else {
             return Ok(ChangeOutcome::NotFound);
         };
-        let to = change.status();
-        if !to.allowed_from().contains(&run.status) {
-            return Ok(if run.status == to {
-                ChangeOutcome::Replayed(run)
-            } else {
-                ChangeOutcome::Rejected(run)
-            });
+        if !change.applies_to(&run) {
+            return Ok(change.refused(run));
         }
         change.apply_to(&mut run);
         tx.execute(
@@ -310,6 +308,37 @@ impl RunStore for SqliteRunStore {
             )
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn claim_launch(
+        &self,
+        run_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let pending = read_run(&tx, run_id)?.is_some_and(|r| r.status == RunStatus::Pending);
+        let held: Option<i64> = tx
+            .query_row(
+                "SELECT until FROM launch_claims WHERE run_id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        if !pending || held.is_some_and(|h| h > now.unix_timestamp()) {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO launch_claims (run_id, until) VALUES (?1, ?2)",
+            params![run_id, until.unix_timestamp()],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(true)
     }
 
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {

@@ -97,12 +97,24 @@ pub struct SimEcs {
     events: OnceLock<EventHandler>,
     /// ECS stopping a task (SIGTERM, the container exits) takes this long at most.
     pub stop_seconds: u64,
+    /// How long RunTask's request and answer take (a dice of its own, so
+    /// the other draws of a seed keep their meaning): while they travel,
+    /// the launch that called it can be overtaken by a second invocation or
+    /// by the reaper of an aborted execution.
+    pace: Dice,
     me: Weak<SimEcs>,
 }
 
 impl SimEcs {
-    pub fn new(clock: Arc<dyn Clock>, dice: Dice, rates: Rates, outages: Outages) -> Arc<SimEcs> {
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        dice: Dice,
+        rates: Rates,
+        outages: Outages,
+        pace: Dice,
+    ) -> Arc<SimEcs> {
         Arc::new_cyclic(|me| SimEcs {
+            pace,
             cluster: Mutex::new(Cluster::default()),
             clock,
             dice,
@@ -356,6 +368,7 @@ impl LocalRunner for SimEcs {
 #[async_trait]
 impl TaskRunner for SimEcs {
     async fn run_task(&self, launch: &Launch) -> Result<LaunchedTask> {
+        tokio::time::sleep(Duration::from_millis(self.pace.between(20, 1500))).await;
         self.fault("RunTask")?;
         {
             let c = self.lock();
@@ -451,6 +464,7 @@ impl TaskRunner for SimEcs {
             tokio::time::sleep(ends_after).await;
             me.finish(&arn, natural.exit_code, &natural.stop_code, &natural.reason);
         });
+        tokio::time::sleep(Duration::from_millis(self.pace.between(20, 3000))).await;
         self.fault_after("RunTask")?;
         Ok(LaunchedTask {
             task_arn: task.task_arn.clone(),

@@ -4,6 +4,7 @@
 //! refuses every call for minutes on end.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::rngs::StdRng;
@@ -11,7 +12,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use stevedore_domain::alert::Alert;
 use stevedore_domain::memory::MemoryRunStore;
-use stevedore_domain::ports::{Notifier, RunStore, TaskTokens, TokenDelivery};
+use stevedore_domain::ports::{
+    ExecutionState, Executions, Notifier, RunStore, TaskTokens, TokenDelivery,
+};
 use stevedore_domain::run::{
     ChangeOutcome, CreateOutcome, RunChange, RunQuery, RunRecord, SlotGrant,
 };
@@ -276,6 +279,16 @@ impl RunStore for FaultyStore {
         self.inner.release_slot(job, holder).await?;
         self.after("DeleteItem (slot)", ())
     }
+    async fn claim_launch(
+        &self,
+        run_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        self.before("UpdateItem (launch claim)")?;
+        let out = self.inner.claim_launch(run_id, until, now).await?;
+        self.after("UpdateItem (launch claim)", out)
+    }
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
         self.before("UpdateItem (note)")?;
         let out = self.inner.add_note(run_id, note).await?;
@@ -312,6 +325,37 @@ impl TaskTokens for FaultyTokens {
             return Err(timed_out("SendTaskFailure"));
         }
         Ok(out)
+    }
+}
+
+/// DescribeExecution: the executions that have ended (as `execution`
+/// records them when the engine returns or the abort strikes), refused
+/// during a Step Functions outage.
+pub struct SimExecutions {
+    pub ended: Mutex<std::collections::BTreeMap<String, String>>,
+    pub outages: Outages,
+}
+
+impl SimExecutions {
+    pub fn end(&self, arn: &str, status: &str) {
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(arn.to_string(), status.to_string());
+    }
+}
+
+#[async_trait]
+impl Executions for SimExecutions {
+    async fn state(&self, execution_arn: &str) -> Result<ExecutionState> {
+        if self.outages.down(Service::StepFunctions) {
+            return Err(timed_out("DescribeExecution"));
+        }
+        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(match ended.get(execution_arn) {
+            Some(status) => ExecutionState::Ended(status.clone()),
+            None => ExecutionState::Running,
+        })
     }
 }
 
@@ -352,9 +396,15 @@ impl Notifier for FaultyTopic {
 
 /// What the state machine's Task states call, with Lambda's own failures,
 /// and the dead-letter queue the alert falls back to.
+/// How often an invocation's caller gives up on a handler that runs on.
+pub const CLIENT_TIMEOUT_RATE: f64 = 0.02;
+
 pub struct FaultyLambda {
     pub inner: Arc<dyn Resources>,
     pub dice: Dice,
+    /// Draws of its own: when a handler starts, and whether the caller
+    /// gives up on it while it runs on.
+    pub pace: Dice,
     pub rates: Rates,
     pub outages: Outages,
     pub dead_letters: Mutex<Vec<Value>>,
@@ -406,7 +456,28 @@ impl Resources for FaultyLambda {
             ]);
             return Err(Failure::new(error, "(simulated) the invocation failed"));
         }
-        let out = self.inner.call(call).await;
+        // The invocation runs in Lambda, not in the execution: an execution
+        // stopped meanwhile (its future dropped) leaves the handler running
+        // to its end, as StopExecution does on AWS.
+        let inner = self.inner.clone();
+        if self.pace.chance(CLIENT_TIMEOUT_RATE) {
+            // The invoke's HTTP call times out on Step Functions' side while
+            // the handler, started late (a cold start, a queue), runs on:
+            // the state's retry can run beside it.
+            let late = Duration::from_millis(self.pace.between(0, 10_000));
+            tokio::spawn(async move {
+                tokio::time::sleep(late).await;
+                let _ = inner.call(call).await;
+            });
+            tokio::time::sleep(Duration::from_millis(self.pace.between(100, 2000))).await;
+            return Err(Failure::new(
+                "Lambda.ClientExecutionTimeoutException",
+                "(simulated) the invoke timed out; the handler runs on",
+            ));
+        }
+        let out = tokio::spawn(async move { inner.call(call).await })
+            .await
+            .unwrap_or_else(|e| Err(Failure::new("Lambda.Unknown", e.to_string())));
         if self.dice.chance(self.rates.lambda_after) {
             // The handler ran (its effects stand); its answer is lost.
             let error = *self.dice.pick(&[

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use stevedore_domain::memory::MemoryRunStore;
-use stevedore_domain::ports::{Clock, RunStore, TaskRunner};
+use stevedore_domain::ports::{Clock, Executions, RunStore, TaskRunner};
 use stevedore_engine::Status;
 use stevedore_local::{LocalClock, LocalPlane, PlaneConfig};
 use time::macros::datetime;
@@ -34,6 +34,7 @@ use time::macros::datetime;
 use crate::ecs::SimEcs;
 use crate::faults::{
     Dice, FaultyLambda, FaultyStore, FaultyTokens, FaultyTopic, Outages, Rates, Service,
+    SimExecutions,
 };
 
 /// Deliberately broken control planes, to show the simulator catches them.
@@ -171,6 +172,8 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
     // Outages draw from dice of their own, so adding them left what every
     // other draw of a seed means as it was.
     let outages = Outages::draw(&Dice::new(seed.rotate_left(32) ^ 0x6f75_7461_6765), origin);
+    // So do how long calls take and when handlers start.
+    let pace = Dice::new(seed.rotate_left(16) ^ 0x7061_6365);
     let definition = Arc::new(run_job(breakage));
     let clock = Arc::new(LocalClock::new(datetime!(2026-11-24 06:00:00 UTC)));
     let memory = Arc::new(MemoryRunStore::new());
@@ -180,7 +183,13 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
         rates,
         outages: outages.clone(),
     });
-    let ecs = SimEcs::new(clock.clone(), dice.clone(), rates, outages.clone());
+    let ecs = SimEcs::new(
+        clock.clone(),
+        dice.clone(),
+        rates,
+        outages.clone(),
+        pace.clone(),
+    );
     let topic = Arc::new(FaultyTopic {
         published: Mutex::new(Vec::new()),
         dice: dice.clone(),
@@ -197,6 +206,7 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
                 let wrapped = Arc::new(FaultyLambda {
                     inner: handlers,
                     dice: d1,
+                    pace,
                     rates,
                     outages: o1,
                     dead_letters: Mutex::new(Vec::new()),
@@ -253,6 +263,10 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
         })
     }));
 
+    let executions = Arc::new(SimExecutions {
+        ended: Default::default(),
+        outages: outages.clone(),
+    });
     let spec = job_spec(&dice);
     let count = dice.between(1, 4) as usize;
     let mut runs = Vec::new();
@@ -263,13 +277,15 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
             .then(|| Duration::from_secs(dice.between(1, 3 * 3600)));
         let reap_tries = if breakage.no_reaper { 0 } else { 3 };
         let (plane, spec, dice, store) = (plane.clone(), spec.clone(), dice.clone(), store.clone());
-        let (definition, outages) = (definition.clone(), outages.clone());
+        let (definition, outages, executions) =
+            (definition.clone(), outages.clone(), executions.clone());
         runs.push(tokio::spawn(async move {
             tokio::time::sleep(start_after).await;
             execution(
                 &plane,
                 &definition,
                 &outages,
+                &executions,
                 store,
                 spec,
                 &format!("sim-{seed}-{i}"),
@@ -287,6 +303,7 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
         let deps = sweep_tasks::Deps {
             tasks: ecs.clone() as Arc<dyn TaskRunner>,
             runs: store.clone(),
+            executions: executions.clone() as Arc<dyn Executions>,
             clock: clock.clone(),
             config: sweep_tasks::Config {
                 stack: Some("sim".into()),
@@ -429,6 +446,7 @@ async fn execution(
     plane: &LocalPlane,
     definition: &stevedore_engine::Definition,
     outages: &Outages,
+    executions: &SimExecutions,
     store: Arc<FaultyStore>,
     spec: Value,
     name: &str,
@@ -461,6 +479,9 @@ async fn execution(
         Err(_) => (Ending::Unfinished, None),
     };
     let ended_at = (ending != Ending::Unfinished).then(|| plane.clock.now());
+    if ending != Ending::Unfinished {
+        executions.end(&arn, status.unwrap_or("SUCCEEDED"));
+    }
     let mut reap_dead_lettered = false;
     if let Some(status) = status {
         let event = json!({

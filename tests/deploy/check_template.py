@@ -61,8 +61,10 @@ CFN_STACK_NAME_MAX = 128
 # The longest sequence of AWS calls one invocation can make, per function
 # (read from the handlers; a Lambda that waits on each in turn).
 WORST_CALLS = {
-    # GetItem, slot (UpdateItem), PutItem, RunTask, fallback UpdateItem, RunTask, UpdateItem
-    "LaunchRunFunction": 7,
+    # GetItem; slot: Query, UpdateItem, PutItem x SLOT_TRIES (3), Query; PutItem (run);
+    # UpdateItem (launch claim); RunTask, fallback UpdateItem, RunTask; UpdateItem
+    # (RUNNING); a refused write: StopTask, Query + UpdateItem (slot)
+    "LaunchRunFunction": 16,
     # GetItem, UpdateItem (token), DescribeTasks, UpdateItem (stop seen), SendTask*
     # — or StopTask and UpdateItem after the deadline
     "WatchTaskFunction": 5,
@@ -433,6 +435,16 @@ def check_function_timeouts(path, template, problems):
         if int(timeout) < need:
             problems.append(
                 f"{path}: SweepTasksFunction has Timeout {timeout} s; listing {SWEEP_LIST_PAGES} pages of tasks ({2 * SWEEP_LIST_PAGES} calls of {per_call} s), its budget ({budget} s) and the call in flight need {need} s"
+            )
+    # One launch at a time per attempt: a claim that outlives the function
+    # (a retried invocation must not find the claim of one still running).
+    launch = resources.get("LaunchRunFunction")
+    if launch is not None:
+        claim = rust_i64(root, "functions/launch-run/src/lib.rs", "LAUNCH_CLAIM_SECONDS")
+        timeout = (launch.get("Properties") or {}).get("Timeout", globals_.get("Timeout", 3))
+        if int(timeout) >= claim:
+            problems.append(
+                f"{path}: LaunchRunFunction has Timeout {timeout} s, not less than LAUNCH_CLAIM_SECONDS ({claim} s): a retry could launch beside an invocation still running"
             )
     special = {"SlackNotifierFunction", "SweepTasksFunction"}
     for name, r in resources.items():

@@ -86,6 +86,90 @@ pub async fn run_store_contract(store: &dyn RunStore) {
     listing(store).await;
     slots(store).await;
     notes(store).await;
+    one_task_per_run(store).await;
+    launch_claims(store).await;
+}
+
+/// A run names one task: a change naming another is refused, not applied
+/// (two invocations of one launch racing), and leaves the first in place.
+async fn one_task_per_run(store: &dyn RunStore) {
+    let run = sample_run(
+        &unique("job"),
+        &format!("arn:aws:states:us-east-1:1:execution:m:{}", unique("e")),
+        1,
+        datetime!(2026-11-24 06:00:00 UTC),
+    );
+    store.create_run(&run).await.unwrap();
+    let naming = |arn: &str| RunChange {
+        task_arn: Some(arn.to_string()),
+        ..RunChange::to(RunStatus::Running)
+    };
+    assert!(matches!(
+        change(store, &run.run_id, naming("arn:task/first")).await,
+        ChangeOutcome::Applied(_)
+    ));
+    // The same task again is an update in place (RUNNING may stay RUNNING).
+    assert!(matches!(
+        change(store, &run.run_id, naming("arn:task/first")).await,
+        ChangeOutcome::Applied(_)
+    ));
+    match change(store, &run.run_id, naming("arn:task/second")).await {
+        ChangeOutcome::Rejected(current) => {
+            assert_eq!(current.task_arn.as_deref(), Some("arn:task/first"))
+        }
+        other => panic!("a second task replaced the first: {other:?}"),
+    }
+    let now = store.get_run(&run.run_id).await.unwrap().unwrap();
+    assert_eq!(now.task_arn.as_deref(), Some("arn:task/first"));
+}
+
+/// One launch claim at a time on a PENDING run; an expired claim is free
+/// again; a run that left PENDING cannot be claimed.
+async fn launch_claims(store: &dyn RunStore) {
+    let t0 = datetime!(2026-11-24 06:00:00 UTC);
+    let run = sample_run(
+        &unique("job"),
+        &format!("arn:aws:states:us-east-1:1:execution:m:{}", unique("e")),
+        1,
+        t0,
+    );
+    store.create_run(&run).await.unwrap();
+    let until = t0 + time::Duration::seconds(180);
+    assert!(store.claim_launch(&run.run_id, until, t0).await.unwrap());
+    let later = t0 + time::Duration::seconds(60);
+    assert!(
+        !store
+            .claim_launch(&run.run_id, later + time::Duration::seconds(180), later)
+            .await
+            .unwrap(),
+        "a live claim is not taken twice"
+    );
+    let after = t0 + time::Duration::seconds(181);
+    assert!(
+        store
+            .claim_launch(&run.run_id, after + time::Duration::seconds(180), after)
+            .await
+            .unwrap(),
+        "an expired claim is free"
+    );
+    change(
+        store,
+        &run.run_id,
+        RunChange {
+            task_arn: Some("arn:task/x".into()),
+            ..RunChange::to(RunStatus::Running)
+        },
+    )
+    .await;
+    let much_later = t0 + time::Duration::hours(1);
+    assert!(!store
+        .claim_launch(&run.run_id, much_later, much_later)
+        .await
+        .unwrap());
+    assert!(!store.claim_launch("no-such-run", until, t0).await.unwrap());
+    // The claim does not show in the record.
+    let now = store.get_run(&run.run_id).await.unwrap().unwrap();
+    assert_eq!(now.status, RunStatus::Running);
 }
 
 async fn notes(store: &dyn RunStore) {

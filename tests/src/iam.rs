@@ -310,6 +310,11 @@ pub fn needs(call: &Call, d: &Deployment) -> Vec<Need> {
             d.state_machine_arn.clone(),
             &[],
         )],
+        ("states", "DescribeExecution") => vec![need(
+            "states:DescribeExecution",
+            str_of(p, "executionArn").to_string(),
+            &[],
+        )],
         ("logs", "GetLogEvents") => vec![need(
             "logs:GetLogEvents",
             arn(

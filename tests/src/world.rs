@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use stevedore_domain::cost::PriceTable;
 use stevedore_domain::memory::{
-    FakeTaskRunner, ManualClock, MemoryRunStore, RecordingNotifier, RecordingTaskTokens,
+    FakeTaskRunner, ManualClock, MemoryExecutions, MemoryRunStore, RecordingNotifier,
+    RecordingTaskTokens,
 };
 use stevedore_domain::ports::{LogSource, NoLogs};
 use stevedore_domain::task::{ContainerState, TaskDescription};
@@ -20,6 +21,8 @@ pub struct MemoryWorld {
     pub clock: Arc<ManualClock>,
     pub notifier: Arc<RecordingNotifier>,
     pub logs: Arc<dyn LogSource>,
+    /// Every execution runs until a test ends it here.
+    pub executions: Arc<MemoryExecutions>,
 }
 
 impl Default for MemoryWorld {
@@ -37,6 +40,7 @@ impl MemoryWorld {
             clock: Arc::new(ManualClock::new(datetime!(2026-11-24 06:00:00 UTC))),
             notifier: Arc::new(RecordingNotifier::default()),
             logs: Arc::new(NoLogs),
+            executions: Arc::new(MemoryExecutions::default()),
         }
     }
     pub fn launch_deps(&self) -> launch_run::Deps {
@@ -76,6 +80,7 @@ impl MemoryWorld {
         sweep_tasks::Deps {
             tasks: self.tasks.clone(),
             runs: self.store.clone(),
+            executions: self.executions.clone(),
             clock: self.clock.clone(),
             config: sweep_tasks::Config {
                 stack: stack.map(str::to_string),

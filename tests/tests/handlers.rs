@@ -218,6 +218,14 @@ async fn a_crash_after_the_on_demand_fallback_gets_that_task_back_not_a_spot_one
     let s = spec(json!({"capacity": "spot-with-fallback"}));
     let err = w.launch(s.clone(), 1, None).await.unwrap_err();
     assert_eq!(err.class, FailureClass::Transient);
+    // The first invocation may still be running as far as the retry can
+    // tell: while its claim lasts, the retry starts nothing.
+    let busy = w.launch(s.clone(), 1, None).await.unwrap_err();
+    assert_eq!(busy.class, FailureClass::Transient);
+    assert!(busy.message.contains("another invocation"), "{busy}");
+    assert_eq!(w.tasks.launches().len(), 2);
+    w.clock
+        .advance(Duration::seconds(launch_run::LAUNCH_CLAIM_SECONDS + 1));
     let out = w.launch(s, 1, None).await.expect("the retried launch");
     let launches = w.tasks.launches();
     assert_eq!(
@@ -334,7 +342,7 @@ async fn a_slot_taken_before_the_run_could_be_written_is_freed_when_the_launch_f
 }
 
 #[tokio::test]
-async fn a_task_started_by_a_launch_that_then_failed_is_found_and_stopped() {
+async fn a_task_started_by_a_launch_that_then_failed_is_found_and_watched() {
     let w = World::new();
     // RunTask succeeds, then the run cannot be marked RUNNING: the task ARN
     // is never stored. The state machine gives up and records the failure.
@@ -350,10 +358,46 @@ async fn a_task_started_by_a_launch_that_then_failed_is_found_and_stopped() {
     let rec = record_run::function_handler(&w.record_deps(), caught(&s, &err))
         .await
         .unwrap();
+    // The job is healthy: the task is found by its startedBy and adopted,
+    // not stopped for the store's failure.
+    let arn = rec.adopted.clone().expect("adopted");
+    assert!(arn.contains(&started[0].client_token[..32]));
+    assert_eq!(rec.status, RunStatus::Running);
+    assert!(w.tasks.stops().is_empty(), "{:?}", w.tasks.stops());
+    let run = w.store.all_runs().pop().unwrap();
+    assert_eq!(run.task_arn.as_deref(), Some(arn.as_str()));
+}
+
+/// Two unnamed tasks for one attempt (launches with different client
+/// tokens): neither is adopted, both are stopped, the failure recorded.
+#[tokio::test]
+async fn two_unrecorded_tasks_of_a_failed_launch_are_both_stopped() {
+    let w = World::new();
+    let s = spec(json!({}));
+    w.store.fail_next_change_to(
+        RunStatus::Running,
+        Error::transient("UpdateItem timed out"),
+        FaultTiming::Before,
+    );
+    let err = w.launch(s.clone(), 1, None).await.unwrap_err();
+    let mut second = w
+        .tasks
+        .tasks
+        .lock()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    second.task_arn.push_str("-second");
+    w.tasks.set_task(second);
+    let rec = record_run::function_handler(&w.record_deps(), caught(&s, &err))
+        .await
+        .unwrap();
+    assert_eq!(rec.adopted, None);
     assert_eq!(rec.status, RunStatus::Failed);
     let stops = w.tasks.stops();
-    assert_eq!(stops.len(), 1, "the orphan is stopped: {stops:?}");
-    assert!(stops[0].0.contains(&started[0].client_token[..32]));
+    assert_eq!(stops.len(), 2, "{stops:?}");
     assert!(
         stops[0].1.starts_with("Stevedore: the attempt failed"),
         "{}",
@@ -361,99 +405,7 @@ async fn a_task_started_by_a_launch_that_then_failed_is_found_and_stopped() {
     );
     let run = w.store.all_runs().pop().unwrap();
     let message = run.outcome.unwrap().message;
-    assert!(
-        message.contains(&stops[0].0),
-        "the record says what happened: {message}"
-    );
-}
-
-#[tokio::test]
-async fn a_task_whose_watch_and_stop_failed_is_stopped_when_the_attempt_is_recorded() {
-    let w = World::new();
-    let s = spec(json!({}));
-    let out = w.launch(s.clone(), 1, None).await.unwrap();
-    // "Wait for task" failed for good and "Stop task" could not stop it:
-    // "Record failed attempt" gets the watch's error.
-    let state = json!({
-        "spec": s,
-        "execution": World::execution("e1"),
-        "attempt": 1,
-        "launch": {"runId": out.run_id, "taskArn": out.task_arn},
-        "error": {"Error": "Lambda.Unknown", "Cause": "watch-task did not return"}
-    });
-    let rec = record_run::function_handler(&w.record_deps(), state)
-        .await
-        .unwrap();
-    assert_eq!(rec.status, RunStatus::Failed);
-    assert_eq!(
-        w.tasks
-            .stops()
-            .iter()
-            .map(|(arn, _)| arn.clone())
-            .collect::<Vec<_>>(),
-        vec![out.task_arn.unwrap()]
-    );
-}
-
-#[tokio::test]
-async fn bad_handler_input_gets_a_named_error() {
-    let w = World::new();
-    let err = launch_run::function_handler(&w.launch_deps(), json!({"spec": {}}))
-        .await
-        .unwrap_err();
-    assert_eq!(err.class, FailureClass::InvalidInput);
-    assert!(err.message.contains("execution"), "{}", err.message);
-    let err = w
-        .launch(spec(json!({"retry": {"maxAttempts": 2}})), 3, None)
-        .await
-        .unwrap_err();
-    assert_eq!(err.class, FailureClass::InvalidInput);
-    let err = watch_task::function_handler(&w.watch_deps(), json!({"runId": 42}))
-        .await
-        .unwrap_err();
-    assert_eq!(err.class, FailureClass::InvalidInput);
-    let err = record_run::function_handler(&w.record_deps(), json!({}))
-        .await
-        .unwrap_err();
-    assert_eq!(err.class, FailureClass::InvalidInput);
-    // Events that are not ours are ignored, not failed.
-    let events = task_events::Deps {
-        runs: w.store.clone(),
-        tokens: w.tokens.clone(),
-    };
-    let out = task_events::function_handler(&events, json!({"detail-type": "ECS Task State Change", "detail": {"taskArn": "x", "lastStatus": "STOPPED", "startedBy": "ecs-svc/1"}})).await.unwrap();
-    assert_eq!(out.action, task_events::EventAction::Ignored);
-    let out = task_events::function_handler(
-        &events,
-        json!({"detail-type": "ECS Container Instance State Change", "detail": {}}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(out.action, task_events::EventAction::Ignored);
-}
-
-#[tokio::test]
-async fn a_caught_failure_over_a_task_that_exited_0_by_itself_is_recorded_as_the_success_it_was() {
-    // The watch failed for good (its event lost, its polls throttled) while
-    // the task ran to a clean exit: the attempt succeeded (simulator seed 65).
-    let w = World::new();
-    let s = spec(json!({}));
-    let out = w.launch(s.clone(), 1, None).await.unwrap();
-    w.stop(
-        out.task_arn.as_deref().unwrap(),
-        "EssentialContainerExited",
-        Some(0),
-    );
-    let err = Error::new(FailureClass::Throttled, "DescribeTasks: Rate exceeded");
-    let rec = record_run::function_handler(&w.record_deps(), caught(&s, &err))
-        .await
-        .unwrap();
-    assert_eq!(rec.status, RunStatus::Succeeded, "{rec:?}");
-    assert!(!rec.notify && !rec.retry);
-    assert!(
-        w.tasks.stops().is_empty(),
-        "a stopped task is not stopped again"
-    );
+    assert!(message.contains(&stops[0].0) && message.contains(&stops[1].0));
 }
 
 #[tokio::test]
@@ -641,4 +593,170 @@ async fn an_aborted_executions_slot_is_held_through_its_tasks_stop_grace() {
         "{}",
         after.message
     );
+}
+
+/// G1: Step Functions retries a launch after `ClientExecutionTimeout` while
+/// the first invocation still runs; both start a task (the first on Spot,
+/// the retry on-demand after its fallback). The first to record its task
+/// wins; the other never overwrites it and stops its own task at once.
+#[tokio::test]
+async fn a_second_launch_of_one_attempt_never_replaces_the_first_ones_task() {
+    let w = World::new();
+    let first = "arn:aws:ecs:us-east-1:123456789012:task/data-jobs/the-first-launch".to_string();
+    w.store.race_next_change_to(
+        RunStatus::Running,
+        RunChange {
+            task_arn: Some(first.clone()),
+            capacity: Some(Capacity::Spot),
+            ..RunChange::to(RunStatus::Running)
+        },
+    );
+    let out = w.launch(spec(json!({})), 1, None).await.unwrap();
+    assert_eq!(out.task_arn.as_deref(), Some(first.as_str()), "{out:?}");
+    let run = w.store.get_run(&out.run_id).await.unwrap().unwrap();
+    assert_eq!(run.task_arn.as_deref(), Some(first.as_str()));
+    let ours = w.tasks.launches().len();
+    assert_eq!(ours, 1);
+    let stops = w.tasks.stops();
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert_ne!(stops[0].0, first, "the recorded task keeps running");
+    assert!(stops[0].1.contains("second launch"), "{stops:?}");
+}
+
+/// G6: the execution is stopped while launch-run is in flight; the reaper
+/// cancels the PENDING run before RunTask returns. The launch stops the task
+/// it just started, and the execution's slot stays held through its stop
+/// grace (so the job's next run cannot start beside it).
+#[tokio::test]
+async fn a_launch_whose_run_was_cancelled_meanwhile_stops_its_task() {
+    let w = World::new();
+    w.store.race_next_change_to(
+        RunStatus::Running,
+        RunChange {
+            stop_request: Some(stevedore_domain::failure::StopRequest::Cancelled),
+            outcome: Some(Outcome::failed(
+                FailureClass::StoppedByUser,
+                "the execution ended ABORTED",
+                None,
+            )),
+            ..RunChange::to(RunStatus::Cancelled)
+        },
+    );
+    let err = w.launch(spec(json!({})), 1, None).await.unwrap_err();
+    assert_eq!(err.class, FailureClass::StoppedByUser, "{err}");
+    let launched = w.tasks.launches();
+    assert_eq!(launched.len(), 1);
+    let stops = w.tasks.stops();
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert!(stops[0].1.contains("ended CANCELLED"), "{stops:?}");
+    let slots = w.store.held_slots();
+    assert_eq!(slots.len(), 1, "{slots:?}");
+    let now = stevedore_domain::ports::Clock::now(w.clock.as_ref());
+    assert_eq!(
+        slots[0].3,
+        now + Duration::seconds(stevedore_domain::flow::STOP_GRACE_SECONDS),
+        "held through the stop grace, no longer"
+    );
+}
+
+/// G6: the reaper of an execution whose run is still PENDING (its launch may
+/// be in flight) holds the slot through the stop grace instead of freeing
+/// it, so a task the launch starts after the reap cannot overlap the next run.
+#[tokio::test]
+async fn the_reaper_holds_a_pending_runs_slot_through_the_stop_grace() {
+    let w = World::new();
+    w.store.fail_next_change_to(
+        RunStatus::Running,
+        Error::transient("the launch is still in flight"),
+        FaultTiming::Before,
+    );
+    let _ = w.launch(spec(json!({})), 1, None).await.unwrap_err();
+    let execution = World::execution("e1")["id"].as_str().unwrap().to_string();
+    let deps = reap_execution::Deps {
+        tasks: w.tasks.clone(),
+        runs: w.store.clone(),
+        clock: w.clock.clone(),
+        prices: stevedore_domain::cost::PriceTable::builtin(),
+        region: "us-east-1".into(),
+    };
+    reap_execution::function_handler(
+        &deps,
+        json!({"detail-type": "Step Functions Execution Status Change", "detail": {"executionArn": execution, "status": "ABORTED"}}),
+    )
+    .await
+    .unwrap();
+    let slots = w.store.held_slots();
+    assert_eq!(slots.len(), 1, "the slot is held, not freed: {slots:?}");
+    let now = stevedore_domain::ports::Clock::now(w.clock.as_ref());
+    assert_eq!(
+        slots[0].3,
+        now + Duration::seconds(stevedore_domain::flow::STOP_GRACE_SECONDS)
+    );
+}
+
+/// A failed launch whose attempt has a task running after all (started by a
+/// concurrent invocation of the launch) is watched, not stopped: record-run
+/// adopts it, the run names it, and nothing is recorded as failed.
+#[tokio::test]
+async fn a_failed_launch_adopts_the_task_a_concurrent_launch_started() {
+    let w = World::new();
+    let s = spec(json!({"retry": {"maxAttempts": 2}}));
+    // The concurrent invocation's task: started, not yet recorded.
+    w.store.fail_next_change_to(
+        RunStatus::Running,
+        Error::transient("answer lost"),
+        FaultTiming::Before,
+    );
+    let _ = w.launch(s.clone(), 1, None).await.unwrap_err();
+    let arn = w.tasks.tasks.lock().unwrap().keys().next().unwrap().clone();
+    let mut t = w.tasks.tasks.lock().unwrap()[&arn].clone();
+    t.last_status = "RUNNING".into();
+    t.desired_status = Some("RUNNING".into());
+    w.tasks.set_task(t);
+    // This invocation's own RunTask had failed.
+    let err = Error::new(FailureClass::CapacityUnavailable, "no Spot capacity");
+    let out = record_run::function_handler(&w.record_deps(), caught(&s, &err))
+        .await
+        .unwrap();
+    assert_eq!(out.adopted.as_deref(), Some(arn.as_str()), "{out:?}");
+    assert!(!out.retry && !out.notify, "{out:?}");
+    assert!(w.tasks.stops().is_empty(), "{:?}", w.tasks.stops());
+    let run = w
+        .store
+        .get_run(&out.run_id.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.task_arn.as_deref(), Some(arn.as_str()));
+    assert_eq!(w.store.held_slots().len(), 1, "the attempt keeps its slot");
+    // Launching again (what the state machine does next) returns that task.
+    let again = w.launch(s, 1, None).await.unwrap();
+    assert_eq!(again.task_arn.as_deref(), Some(arn.as_str()));
+    assert_eq!(w.tasks.launches().len(), 1, "no second RunTask");
+}
+
+/// Past the deadline a failed launch's task is stopped, not adopted.
+#[tokio::test]
+async fn a_failed_launch_past_the_deadline_does_not_adopt() {
+    let w = World::new();
+    let s = spec(json!({"timeout": "10m"}));
+    w.store.fail_next_change_to(
+        RunStatus::Running,
+        Error::transient("answer lost"),
+        FaultTiming::Before,
+    );
+    let _ = w.launch(s.clone(), 1, None).await.unwrap_err();
+    let arn = w.tasks.tasks.lock().unwrap().keys().next().unwrap().clone();
+    let mut t = w.tasks.tasks.lock().unwrap()[&arn].clone();
+    t.last_status = "RUNNING".into();
+    w.tasks.set_task(t);
+    w.clock.advance(Duration::minutes(11));
+    let err = Error::new(FailureClass::CapacityUnavailable, "no Spot capacity");
+    let out = record_run::function_handler(&w.record_deps(), caught(&s, &err))
+        .await
+        .unwrap();
+    assert_eq!(out.adopted, None);
+    assert_eq!(out.status, RunStatus::Failed);
+    assert_eq!(w.tasks.stops().len(), 1);
 }

@@ -63,6 +63,14 @@ impl RunStore for FailFirstChange {
     async fn release_slot(&self, job: &str, holder: &str) -> Result<()> {
         self.inner.release_slot(job, holder).await
     }
+    async fn claim_launch(
+        &self,
+        run_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        self.inner.claim_launch(run_id, until, now).await
+    }
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
         self.inner.add_note(run_id, note).await
     }
@@ -103,10 +111,11 @@ async fn a_retried_launch_sends_the_same_client_token_and_records_one_task() {
         inner: MemoryRunStore::new(),
         failed: Mutex::new(false),
     });
+    let clock = Arc::new(ManualClock::new(datetime!(2026-11-24 06:00:00 UTC)));
     let deps = launch_run::Deps {
         tasks: Arc::new(runner),
         runs: store.clone(),
-        clock: Arc::new(ManualClock::new(datetime!(2026-11-24 06:00:00 UTC))),
+        clock: clock.clone(),
         config: launch_run::Config::default(),
     };
     let input = json!({
@@ -123,6 +132,11 @@ async fn a_retried_launch_sends_the_same_client_token_and_records_one_task() {
         FailureClass::Transient,
         "the state machine retries this"
     );
+    // The retry comes once the first invocation's claim on the launch has
+    // run out (Step Functions' backoff reaches it within minutes).
+    clock.advance(time::Duration::seconds(
+        launch_run::LAUNCH_CLAIM_SECONDS + 1,
+    ));
     let second = launch_run::function_handler(&deps, input)
         .await
         .expect("the retry succeeds");

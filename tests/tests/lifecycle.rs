@@ -766,6 +766,8 @@ async fn the_sweep_finds_our_running_tasks_with_their_tags_and_stops_the_orphan(
     let sweep = sweep_tasks::Deps {
         tasks: runner,
         runs: p.store.clone(),
+        // Both executions still run (they are not in moto's Step Functions).
+        executions: Arc::new(stevedore_domain::memory::MemoryExecutions::default()),
         clock: p.clock.clone(),
         config: sweep_tasks::Config {
             stack: Some(stack),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use stevedore_aws::{
     CloudWatchLogSource, DynamoDbRunStore, EcsSettings, EcsTaskRunner, SecretsManagerSource,
-    SfnTaskTokens, SnsNotifier,
+    SfnExecutions, SfnTaskTokens, SnsNotifier,
 };
 use stevedore_domain::cost::PriceTable;
 use stevedore_domain::memory::ManualClock;
@@ -281,6 +281,14 @@ impl RunStore for CutShort {
     async fn release_slot(&self, job: &str, holder: &str) -> Result<()> {
         self.0.release_slot(job, holder).await
     }
+    async fn claim_launch(
+        &self,
+        run_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        self.0.claim_launch(run_id, until, now).await
+    }
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
         self.0.add_note(run_id, note).await
     }
@@ -476,9 +484,15 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
         )
         .await
         .expect("end the run");
+    // And a task whose run is live but whose execution Step Functions does
+    // not know (the reaper's event was lost): DescribeExecution decides.
+    let _ = rig.launched(&unique("perm")).await;
     let sweep = sweep_tasks::Deps {
         tasks: rig.runner(&rec),
         runs: rig.store(&rec),
+        executions: Arc::new(SfnExecutions::new(aws_sdk_sfn::Client::new(
+            &rec.wrap(&rig.moto_sdk),
+        ))),
         clock: Arc::new(ManualClock::new(
             OffsetDateTime::now_utc() + time::Duration::minutes(10),
         )),
@@ -552,7 +566,10 @@ fn expected_operations(function: &str) -> &'static [&'static str] {
             "ecs:ListTasks",
             "ecs:DescribeTasks",
             "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
             "ecs:StopTask",
+            "states:DescribeExecution",
         ],
         "SlackNotifierFunction" => &["secretsmanager:GetSecretValue"],
         _ => &[],

@@ -260,3 +260,63 @@ async fn the_reaper_stops_the_task_of_a_launch_cut_short_before_it_named_its_tas
     assert_eq!(stops.len(), 1, "{stops:?}");
     assert!(stops[0].ends_with(&arn[..32]), "{stops:?}");
 }
+
+/// G6: a live run whose execution has ended (the reaper's event was lost,
+/// or the execution ended before its launch wrote the run) is watched by
+/// nobody: the sweep stops its task, records it CANCELLED and frees its
+/// slot after the stop grace. A run whose execution runs is left alone.
+#[tokio::test]
+async fn a_live_run_whose_execution_ended_is_stopped_and_cancelled() {
+    use stevedore_domain::ports::ExecutionState;
+    let w = World::new();
+    let (ended_run, ended_task) = launched(&w, "e1").await;
+    let (live_run, _) = launched(&w, "e2").await;
+    let e1 = World::execution("e1")["id"].as_str().unwrap().to_string();
+    w.executions
+        .set(&e1, ExecutionState::Ended("ABORTED".into()));
+
+    let out = function_handler(&w.sweep_deps(None), scheduled())
+        .await
+        .unwrap();
+    assert_eq!(out.stopped.len(), 1, "{out:?}");
+    assert_eq!(out.stopped[0].reason, SweepReason::ExecutionEnded);
+    assert_eq!(stopped(&w), vec![ended_task.clone()]);
+    let reason = &w.tasks.stops()[0].1;
+    assert!(reason.starts_with("Stevedore: execution ended"), "{reason}");
+    let run = w.store.get_run(&ended_run).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert_eq!(
+        run.outcome.unwrap().class,
+        Some(FailureClass::StoppedByUser)
+    );
+    let now = stevedore_domain::ports::Clock::now(w.clock.as_ref());
+    let slots = w.store.held_slots();
+    let e1_slot = slots
+        .iter()
+        .find(|s| s.2 == e1)
+        .expect("held through the grace");
+    assert_eq!(
+        e1_slot.3,
+        now + Duration::seconds(stevedore_domain::flow::STOP_GRACE_SECONDS)
+    );
+    let live = w.store.get_run(&live_run).await.unwrap().unwrap();
+    assert_eq!(live.status, RunStatus::Running);
+
+    // An execution Step Functions no longer knows counts as ended too.
+    let (gone_run, _) = launched(&w, "e3").await;
+    let e3 = World::execution("e3")["id"].as_str().unwrap().to_string();
+    w.executions.set(&e3, ExecutionState::Gone);
+    let out = function_handler(&w.sweep_deps(None), scheduled())
+        .await
+        .unwrap();
+    // (The fake keeps the first task listed as running: it ended CANCELLED now.)
+    let by_execution: Vec<&str> = out
+        .stopped
+        .iter()
+        .filter(|s| s.reason == SweepReason::ExecutionEnded)
+        .map(|s| s.run_id.as_str())
+        .collect();
+    assert_eq!(by_execution, vec![gone_run.as_str()], "{out:?}");
+    let gone = w.store.get_run(&gone_run).await.unwrap().unwrap();
+    assert_eq!(gone.status, RunStatus::Cancelled);
+}

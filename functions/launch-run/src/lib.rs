@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use stevedore_domain::failure::Outcome;
-use stevedore_domain::flow::{parse_input, unwrap_state};
+use stevedore_domain::failure::{Outcome, STOP_REASON_PREFIX};
+use stevedore_domain::flow::{free_slot, parse_input, unwrap_state};
 use stevedore_domain::ports::{Clock, Launch, RunStore, TaskRunner};
 use stevedore_domain::run::{
     client_token, run_id, ChangeOutcome, CreateOutcome, ExecutionRef, RunChange, RunRecord,
@@ -66,6 +66,11 @@ impl Config {
 fn stevedore_aws_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
+
+/// How long one invocation's claim on an attempt's launch lasts: longer
+/// than the function's timeout (`template.yaml`, checked by
+/// `check_template.py`), after which Lambda has ended the invocation.
+pub const LAUNCH_CLAIM_SECONDS: i64 = 240;
 
 pub struct Deps {
     pub tasks: Arc<dyn TaskRunner>,
@@ -192,32 +197,8 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
     };
 
     if let Some(run) = &existing {
-        if let Some(arn) = &run.task_arn {
-            info!(run_id = %id, "launch already done");
-            return Ok(output(
-                LaunchStatus::Launched,
-                Some(arn.clone()),
-                run.capacity,
-                "already launched".into(),
-            ));
-        }
-        if run.status == RunStatus::Skipped {
-            return Ok(output(
-                LaunchStatus::Skipped,
-                None,
-                run.capacity,
-                skipped_message(&run.outcome),
-            ));
-        }
-        if run.status.is_terminal() {
-            let outcome = run
-                .outcome
-                .clone()
-                .unwrap_or_else(|| Outcome::failed(FailureClass::InvalidInput, "ended", None));
-            return Err(Error::new(
-                outcome.class.unwrap_or(FailureClass::InvalidInput),
-                outcome.message,
-            ));
+        if let Some(done) = already_settled(run, &output) {
+            return done;
         }
     }
 
@@ -268,8 +249,31 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
 
     let record = match deps.runs.create_run(&record).await? {
         CreateOutcome::Created => record,
-        CreateOutcome::Exists(run) => run,
+        // Another invocation of this launch (or the reaper, cancelling it
+        // because the execution ended) got there between our read and now.
+        CreateOutcome::Exists(run) => match already_settled(&run, &output) {
+            Some(done) => return done,
+            None => run,
+        },
     };
+
+    // One invocation of this attempt's launch at a time: Step Functions
+    // retries an invocation whose answer it gave up on (a client-side
+    // timeout) while that invocation may still run, and two RunTasks with
+    // different client tokens (Spot, then the on-demand fallback) would
+    // start two tasks. The claim outlives this function's timeout, so an
+    // invocation that died leaves it to the state's next retry.
+    let claim_until = now + time::Duration::seconds(LAUNCH_CLAIM_SECONDS);
+    if !deps.runs.claim_launch(&id, claim_until, now).await? {
+        if let Some(run) = deps.runs.get_run(&id).await? {
+            if let Some(done) = already_settled(&run, &output) {
+                return done;
+            }
+        }
+        return Err(Error::transient(format!(
+            "another invocation is launching run {id}; asking again shortly"
+        )));
+    }
 
     let mut tags = spec.tags.clone();
     tags.insert("stevedore:job".into(), spec.job.clone());
@@ -306,18 +310,21 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
     let change = RunChange {
         task_arn: Some(launched.task_arn.clone()),
         launched_at: Some(now),
-        // Keep the record true about where the attempt runs.
-        capacity: (launch.capacity != record.capacity).then_some(launch.capacity),
+        // Keep the record true about where the attempt runs (always: another
+        // invocation may have recorded a fallback since `record` was read).
+        capacity: Some(launch.capacity),
         ..RunChange::to(RunStatus::Running)
     };
-    match deps.runs.change_run(&id, &change).await? {
-        ChangeOutcome::Applied(_) => {}
-        // A fast task may already have stopped and been reported.
-        ChangeOutcome::Rejected(run) | ChangeOutcome::Replayed(run) => {
-            info!(run_id = %id, status = %run.status, "run moved on before the launch was recorded");
-        }
+    let run = match deps.runs.change_run(&id, &change).await? {
+        ChangeOutcome::Applied(_) | ChangeOutcome::Replayed(_) => None,
+        ChangeOutcome::Rejected(run) => Some(run),
         ChangeOutcome::NotFound => {
             return Err(Error::transient(format!("run {id} vanished after launch")))
+        }
+    };
+    if let Some(run) = run {
+        if let Some(done) = settle_refused(deps, &run, &launched.task_arn, &output).await? {
+            return done;
         }
     }
     info!(run_id = %id, task_arn = %launched.task_arn, "launched");
@@ -327,6 +334,109 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
         launch.capacity,
         format!("task started on {} capacity", launch.capacity),
     ))
+}
+
+type Output<'a> =
+    dyn Fn(LaunchStatus, Option<String>, Capacity, String) -> LaunchOutput + Send + Sync + 'a;
+
+/// What a launch that finds its run already written returns: the task
+/// another invocation launched, the skip, or the end the run already had.
+/// `None` when the run is still waiting for its task.
+fn already_settled(run: &RunRecord, output: &Output) -> Option<Result<LaunchOutput>> {
+    if let Some(arn) = run.task_arn.clone() {
+        info!(run_id = %run.run_id, "launch already done");
+        return Some(Ok(output(
+            LaunchStatus::Launched,
+            Some(arn),
+            run.capacity,
+            "already launched".into(),
+        )));
+    }
+    if run.status == RunStatus::Skipped {
+        return Some(Ok(output(
+            LaunchStatus::Skipped,
+            None,
+            run.capacity,
+            skipped_message(&run.outcome),
+        )));
+    }
+    if run.status.is_terminal() {
+        return Some(Err(ended(run)));
+    }
+    None
+}
+
+/// The error a launch returns for a run that ended without it.
+fn ended(run: &RunRecord) -> Error {
+    let outcome = run
+        .outcome
+        .clone()
+        .unwrap_or_else(|| Outcome::failed(FailureClass::InvalidInput, "ended", None));
+    Error::new(
+        outcome.class.unwrap_or(FailureClass::InvalidInput),
+        outcome.message,
+    )
+}
+
+/// The run refused to name the task this invocation started. If a fast
+/// task was already reported, it is ours and all is well (`None`).
+/// Otherwise the task is one too many and is stopped now, not left to the
+/// sweep: the run names another task (a second invocation of this launch,
+/// retried after a client-side timeout, won the race), or the run ended
+/// while RunTask ran (the execution was aborted: the reaper cancelled it).
+async fn settle_refused(
+    deps: &Deps,
+    run: &RunRecord,
+    ours: &str,
+    output: &Output<'_>,
+) -> Result<Option<Result<LaunchOutput>>> {
+    let named = run
+        .task_arn
+        .clone()
+        .or_else(|| run.task.as_ref().map(|t| t.task_arn.clone()));
+    if named.as_deref() == Some(ours) {
+        info!(run_id = %run.run_id, status = %run.status, "run moved on before the launch was recorded");
+        return Ok(None);
+    }
+    let why = match &named {
+        Some(other) => format!(
+            "a second launch of run {}: the run's task is {other}",
+            run.run_id
+        ),
+        None => format!(
+            "run {} ended {} while its task launched",
+            run.run_id, run.status
+        ),
+    };
+    warn!(run_id = %run.run_id, task_arn = ours, %why, "stopping a task the run does not name");
+    deps.tasks
+        .stop_task(
+            ours,
+            &stevedore_domain::failure::stop_reason(format!("{STOP_REASON_PREFIX} {why}")),
+        )
+        .await?;
+    if run.status == RunStatus::Cancelled {
+        // The reaper freed (or cut) the execution's slot before this task
+        // existed: hold it through the stop grace, so the job's next run
+        // cannot start beside the task while it winds down.
+        free_slot(
+            deps.runs.as_ref(),
+            &run.job,
+            &run.execution.id,
+            true,
+            deps.clock.now(),
+        )
+        .await?;
+    }
+    Ok(Some(match named {
+        Some(other) => Ok(output(
+            LaunchStatus::Launched,
+            Some(other),
+            run.capacity,
+            "already launched (a second launch's task was stopped)".into(),
+        )),
+        None => Err(ended(run)),
+    }))
 }
 
 /// Records the on-demand fallback before its RunTask: an invocation retried

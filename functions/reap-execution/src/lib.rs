@@ -174,7 +174,10 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
         for arn in &arns {
             deps.tasks.stop_task(arn, &reason).await?;
         }
-        task_stopping |= !arns.is_empty();
+        // A PENDING run's launch may still be in flight, its task not yet
+        // started: launch-run stops such a task when it finds the run
+        // cancelled, and the slot stays held through its stop grace.
+        task_stopping |= !arns.is_empty() || run.status == RunStatus::Pending;
         let change = RunChange {
             stop_request: Some(StopRequest::Cancelled),
             outcome: Some(Outcome::failed(

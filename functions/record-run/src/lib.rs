@@ -63,6 +63,11 @@ pub struct RecordOutput {
     /// The attempt's duration (created to finished), for the metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<u64>,
+    /// The task the failed launch had started after all (another invocation
+    /// of the launch, retried while the first ran on, started it): the
+    /// attempt is not over, and the state machine watches this task.
+    #[serde(default)]
+    pub adopted: Option<String>,
 }
 
 /// The metrics of a recorded attempt as one embedded-metric-format log line
@@ -126,6 +131,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
             recovered_after: None,
             recovered_from: None,
             duration_seconds: None,
+            adopted: None,
         });
     };
 
@@ -150,11 +156,29 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
                     t.desired_status.as_deref().unwrap_or("RUNNING")
                 )));
             }
+            // A task that ended by itself says how the attempt ended; so
+            // does one Stevedore stopped for the job's deadline (the sweep,
+            // while this attempt's launch kept failing). One stopped for any
+            // other reason keeps the caught failure as the cause.
+            let main = run.main_container();
             let ended = tasks
                 .iter()
-                .find(|t| t.is_stopped() && t.stop_code.as_deref() != Some("UserInitiated"))
+                .find(|t| {
+                    t.is_stopped()
+                        && (t.stop_code.as_deref() != Some("UserInitiated")
+                            || classify_task(t, main.as_deref(), run.stop_request).class
+                                == Some(FailureClass::TimedOut))
+                })
                 .cloned();
             let running: Vec<&TaskDescription> = tasks.iter().filter(|t| !t.is_stopped()).collect();
+            // The launch failed, yet a launch of this attempt started a task
+            // that runs, unasked to stop, before the deadline: the job is
+            // healthy and is watched, not stopped.
+            if input.launch.is_none() && now < run.deadline {
+                if let Some(adopted) = adopt(deps, &run, &running).await? {
+                    return Ok(adopted_output(&input, &run, adopted));
+                }
+            }
             if let (Some(task), true) = (ended, running.is_empty()) {
                 let outcome =
                     classify_task(&task, run.main_container().as_deref(), run.stop_request);
@@ -227,6 +251,73 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
     };
     let spec = input.spec.clone().unwrap_or_else(|| run.spec.clone());
     decide(deps, run, spec, task_stopping).await
+}
+
+/// The one task a failed launch left running that the attempt can carry on
+/// with: the task the run names, or the only one started for it (then the
+/// run is made to name it). `None` when there is none, or several unnamed
+/// (those are stopped, as any task a failed attempt leaves).
+async fn adopt(
+    deps: &Deps,
+    run: &RunRecord,
+    running: &[&TaskDescription],
+) -> Result<Option<String>> {
+    let healthy: Vec<&&TaskDescription> = running
+        .iter()
+        .filter(|t| {
+            t.desired_status.as_deref().unwrap_or("RUNNING") == "RUNNING"
+                && matches!(
+                    t.last_status.as_str(),
+                    "PROVISIONING" | "PENDING" | "ACTIVATING" | "RUNNING"
+                )
+        })
+        .collect();
+    if let Some(named) = &run.task_arn {
+        return Ok(healthy
+            .iter()
+            .any(|t| &t.task_arn == named)
+            .then(|| named.clone()));
+    }
+    let [only] = healthy.as_slice() else {
+        return Ok(None);
+    };
+    let change = RunChange {
+        task_arn: Some(only.task_arn.clone()),
+        launched_at: Some(deps.clock.now()),
+        ..RunChange::to(RunStatus::Running)
+    };
+    Ok(match deps.runs.change_run(&run.run_id, &change).await? {
+        ChangeOutcome::Applied(_) | ChangeOutcome::Replayed(_) => Some(only.task_arn.clone()),
+        ChangeOutcome::Rejected(_) | ChangeOutcome::NotFound => None,
+    })
+}
+
+/// What record-run returns for an adopted task: the attempt goes on (the
+/// state machine launches again, which finds the task and watches it).
+fn adopted_output(input: &AttemptInput, run: &RunRecord, task_arn: String) -> RecordOutput {
+    info!(run_id = %run.run_id, %task_arn, "the failed launch's task runs: watching it");
+    RecordOutput {
+        spec: input.spec.clone().unwrap_or_else(|| run.spec.clone()),
+        execution: Some(run.execution.clone()),
+        run_id: Some(run.run_id.clone()),
+        job: run.job.clone(),
+        attempt: run.attempt,
+        status: RunStatus::Running,
+        error: None,
+        cause: format!("the launch reported a failure, but task {task_arn} runs: watching it"),
+        exit_code: None,
+        cost_usd: None,
+        retry: false,
+        next_attempt: None,
+        retry_delay_seconds: None,
+        next_capacity: None,
+        notify: false,
+        notify_recovery: false,
+        recovered_after: None,
+        recovered_from: None,
+        duration_seconds: None,
+        adopted: Some(task_arn),
+    }
 }
 
 /// The attempt's tasks as ECS has them now: the one the run names, or,
@@ -385,6 +476,7 @@ async fn decide(
         duration_seconds: run
             .finished_at
             .map(|f| (f - run.created_at).whole_seconds().max(0) as u64),
+        adopted: None,
     })
 }
 

@@ -10,7 +10,11 @@
 //!   gets to stop it itself (its execution is gone or stuck): the run is
 //!   recorded FAILED (`TimedOut`), saying the sweep stopped it;
 //! - it has no run at all, and it carries this stack's `stevedore:stack`
-//!   tag (a task of another stack sharing the cluster is left alone).
+//!   tag (a task of another stack sharing the cluster is left alone);
+//! - its run has not ended but its execution has (the reaper's event was
+//!   lost, or the execution ended before the launch had written the run):
+//!   nothing watches the task any more, so it is stopped, its run recorded
+//!   CANCELLED and its slot freed after the stop grace.
 //!
 //! A run that had already ended gets a note saying what the sweep did.
 
@@ -19,7 +23,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stevedore_domain::failure::{Outcome, StopRequest, STOP_REASON_PREFIX};
-use stevedore_domain::ports::{Clock, RunStore, RunningTask, TaskRunner};
+use stevedore_domain::flow::free_slot;
+use stevedore_domain::ports::{
+    Clock, ExecutionState, Executions, RunStore, RunningTask, TaskRunner,
+};
 use stevedore_domain::run::{
     run_id_from_started_by, ChangeOutcome, RunChange, STACK_TAG, STARTED_BY_PREFIX,
 };
@@ -75,6 +82,7 @@ impl Config {
 pub struct Deps {
     pub tasks: Arc<dyn TaskRunner>,
     pub runs: Arc<dyn RunStore>,
+    pub executions: Arc<dyn Executions>,
     pub clock: Arc<dyn Clock>,
     pub config: Config,
 }
@@ -91,6 +99,8 @@ pub enum SweepReason {
     PastDeadline,
     /// No run record, and the task carries this stack's tag.
     NoRun,
+    /// Its run has not ended, but its execution has.
+    ExecutionEnded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,13 +241,30 @@ async fn sweep_one(deps: &Deps, task: &RunningTask) -> Result<Option<Swept>> {
                 format_time(r.deadline)
             ),
         ),
-        Some(_) => return Ok(None),
+        Some(r) => match deps.executions.state(&r.execution.id).await? {
+            ExecutionState::Running => return Ok(None),
+            ExecutionState::Ended(status) => (
+                SweepReason::ExecutionEnded,
+                format!(
+                    "run {run_id} is {} but its execution ended {status}",
+                    r.status
+                ),
+            ),
+            ExecutionState::Gone => (
+                SweepReason::ExecutionEnded,
+                format!(
+                    "run {run_id} is {} but Step Functions knows no execution {}",
+                    r.status, r.execution.id
+                ),
+            ),
+        },
     };
     // A stop past the deadline says "job timeout", as watch-task's does: the
     // task's stop event may reach task-events before the run is recorded
     // here, and the reason is how it tells a timeout from a user's stop.
     let reason_text = match reason {
         SweepReason::PastDeadline => StopRequest::Timeout.reason(&format!("sweep: {detail}")),
+        SweepReason::ExecutionEnded => StopRequest::Cancelled.reason(&format!("sweep: {detail}")),
         _ => stop_reason(&detail),
     };
     deps.tasks.stop_task(&task.task_arn, &reason_text).await?;
@@ -248,8 +275,8 @@ async fn sweep_one(deps: &Deps, task: &RunningTask) -> Result<Option<Swept>> {
         task.task_arn
     );
     match (reason, run) {
-        (SweepReason::PastDeadline, Some(run)) => {
-            record_past_deadline(deps, &run.run_id, task, now, &detail, &note).await?
+        (SweepReason::PastDeadline | SweepReason::ExecutionEnded, Some(run)) => {
+            record_swept(deps, &run, task, now, reason, &detail, &note).await?
         }
         (_, Some(run)) => {
             deps.runs.add_note(&run.run_id, &note).await?;
@@ -264,32 +291,50 @@ async fn sweep_one(deps: &Deps, task: &RunningTask) -> Result<Option<Swept>> {
     }))
 }
 
-/// Ends a run whose task the sweep stopped past its deadline: FAILED,
-/// `TimedOut`, unless the run moved on meanwhile (then it gets a note).
-async fn record_past_deadline(
+/// Ends a run whose task the sweep stopped: FAILED (`TimedOut`) past its
+/// deadline, or CANCELLED when its execution had ended without it (as the
+/// reaper would have recorded it, the slot then held through the task's
+/// stop grace). A run that moved on meanwhile gets a note instead.
+async fn record_swept(
     deps: &Deps,
-    run_id: &str,
+    run: &stevedore_domain::run::RunRecord,
     task: &RunningTask,
     now: OffsetDateTime,
+    reason: SweepReason,
     detail: &str,
     note: &str,
 ) -> Result<()> {
+    let (to, stop, class) = match reason {
+        SweepReason::ExecutionEnded => (
+            RunStatus::Cancelled,
+            StopRequest::Cancelled,
+            FailureClass::StoppedByUser,
+        ),
+        _ => (
+            RunStatus::Failed,
+            StopRequest::Timeout,
+            FailureClass::TimedOut,
+        ),
+    };
     let change = RunChange {
         task_arn: Some(task.task_arn.clone()),
-        stop_request: Some(StopRequest::Timeout),
+        stop_request: Some(stop),
         outcome: Some(Outcome::failed(
-            FailureClass::TimedOut,
-            format!("{detail}: Stevedore's sweep stopped it"),
+            class,
+            format!("{detail}: Stevedore's sweep stopped its task"),
             None,
         )),
         finished_at: Some(now),
-        ..RunChange::to(RunStatus::Failed)
+        ..RunChange::to(to)
     };
-    match deps.runs.change_run(run_id, &change).await? {
+    match deps.runs.change_run(&run.run_id, &change).await? {
         ChangeOutcome::Applied(_) | ChangeOutcome::NotFound => {}
         ChangeOutcome::Replayed(_) | ChangeOutcome::Rejected(_) => {
-            deps.runs.add_note(run_id, note).await?;
+            deps.runs.add_note(&run.run_id, note).await?;
         }
+    }
+    if to == RunStatus::Cancelled {
+        free_slot(deps.runs.as_ref(), &run.job, &run.execution.id, true, now).await?;
     }
     Ok(())
 }

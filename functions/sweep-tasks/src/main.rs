@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
-use stevedore_aws::{DynamoDbRunStore, EcsSettings, EcsTaskRunner};
+use stevedore_aws::{DynamoDbRunStore, EcsSettings, EcsTaskRunner, SfnExecutions};
 use stevedore_domain::ports::SystemClock;
 use stevedore_lambda::{config_or_exit, init_logging, LambdaError};
 use sweep_tasks::{function_handler, Config, Deps};
@@ -15,6 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = Deps {
         tasks: Arc::new(EcsTaskRunner::from_sdk(&sdk, settings)),
         runs: Arc::new(config_or_exit(DynamoDbRunStore::from_env(&sdk))),
+        executions: Arc::new(SfnExecutions::from_sdk(&sdk)),
         clock: Arc::new(SystemClock),
         config: Config::from_env(),
     };

@@ -342,6 +342,10 @@ impl DynamoDbRunStore {
     }
 }
 
+/// How many free-looking slots one `acquire_slot` tries before it reports
+/// the job busy (each lost to a concurrent launch).
+pub const SLOT_TRIES: usize = 3;
+
 fn holder_of(item: &HashMap<String, AttributeValue>) -> Option<String> {
     item.get("holder").and_then(|v| v.as_s().ok()).cloned()
 }
@@ -448,10 +452,14 @@ impl RunStore for DynamoDbRunStore {
             values.insert(p.clone(), s(st.as_str()));
             placeholders.push(p);
         }
-        let condition = format!(
+        let mut condition = format!(
             "attribute_exists(pk) AND #status IN ({})",
             placeholders.join(", ")
         );
+        if change.task_arn.is_some() {
+            // Never replace the task a run names with another one.
+            condition.push_str(" AND (attribute_not_exists(#taskArn) OR #taskArn = :taskArn)");
+        }
         let result = self
             .client
             .update_item()
@@ -476,11 +484,7 @@ impl RunStore for DynamoDbRunStore {
                     Some(item) => {
                         let current = decode_run(item)?;
                         debug!(current = %current.status, "condition failed");
-                        Ok(if current.status == to {
-                            ChangeOutcome::Replayed(current)
-                        } else {
-                            ChangeOutcome::Rejected(current)
-                        })
+                        Ok(change.refused(current))
                     }
                 },
                 _ => Err(classify("UpdateItem", &SdkError::ServiceError(se))),
@@ -595,8 +599,28 @@ impl RunStore for DynamoDbRunStore {
         }
         // A slot this holder already has counts as free for it: two
         // concurrent invocations of one execution (a retried Lambda racing the
-        // first) both land on the same slot instead of taking two.
-        for slot in 0..max {
+        // first) both land on the same slot instead of taking two. Only the
+        // slots the (strongly consistent) read showed free are tried, and at
+        // most SLOT_TRIES of them: the calls one launch makes stay bounded
+        // whatever `concurrency.max` is (the function's timeout counts them).
+        let now_secs = now.unix_timestamp();
+        let free = |slot: u32| {
+            existing
+                .iter()
+                .find(|i| {
+                    i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str)
+                        == Some(slot.to_string().as_str())
+                })
+                .is_none_or(|i| {
+                    holder_of(i).as_deref() == Some(holder)
+                        || i.get("leaseUntil")
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|v| v.parse::<i64>().ok())
+                            .is_none_or(|until| until < now_secs)
+                })
+        };
+        let candidates: Vec<u32> = (0..max).filter(|s| free(*s)).take(SLOT_TRIES).collect();
+        for slot in candidates {
             let put = self
                 .client
                 .put_item()
@@ -660,6 +684,38 @@ impl RunStore for DynamoDbRunStore {
             }
         }
         Ok(())
+    }
+
+    #[instrument(skip_all, fields(run_id = %run_id))]
+    async fn claim_launch(
+        &self,
+        run_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(run_key(run_id)))
+            .update_expression("SET #claim = :until")
+            .condition_expression(
+                "attribute_exists(pk) AND #status = :pending AND (attribute_not_exists(#claim) OR #claim <= :now)",
+            )
+            .expression_attribute_names("#claim", "launchClaimUntil")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":until", n(until.unix_timestamp()))
+            .expression_attribute_values(":now", n(now.unix_timestamp()))
+            .expression_attribute_values(":pending", s(RunStatus::Pending.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                Ok(false)
+            }
+            Err(e) => Err(classify("UpdateItem", &e)),
+        }
     }
 
     #[instrument(skip_all, fields(run_id = %run_id))]

@@ -19,7 +19,7 @@ pub use dynamodb::DynamoDbRunStore;
 pub use ecs::{EcsSettings, EcsTaskRunner};
 pub use logs::CloudWatchLogSource;
 pub use secrets::SecretsManagerSource;
-pub use sfn::SfnTaskTokens;
+pub use sfn::{SfnExecutions, SfnTaskTokens};
 pub use sns::SnsNotifier;
 
 /// Connecting to an AWS endpoint: a healthy one answers in milliseconds.

@@ -1,11 +1,12 @@
-//! [`TaskTokens`] on AWS Step Functions: completes a waiting task.
+//! [`TaskTokens`] on AWS Step Functions: completes a waiting task; and
+//! [`Executions`]: whether an execution still runs.
 
 use async_trait::async_trait;
 use aws_sdk_sfn::error::SdkError;
 use aws_sdk_sfn::Client;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::Value;
-use stevedore_domain::ports::{TaskTokens, TokenDelivery};
+use stevedore_domain::ports::{ExecutionState, Executions, TaskTokens, TokenDelivery};
 use stevedore_domain::{Error, Result};
 use tracing::{info, instrument};
 
@@ -90,5 +91,43 @@ where
         ))
     } else {
         err
+    }
+}
+
+/// [`Executions`] by DescribeExecution.
+pub struct SfnExecutions {
+    client: Client,
+}
+
+impl SfnExecutions {
+    pub fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
+        Self::new(Client::new(sdk))
+    }
+
+    pub fn new(client: Client) -> Self {
+        SfnExecutions { client }
+    }
+}
+
+#[async_trait]
+impl Executions for SfnExecutions {
+    #[instrument(skip_all, fields(execution = %execution_arn))]
+    async fn state(&self, execution_arn: &str) -> Result<ExecutionState> {
+        let result = self
+            .client
+            .describe_execution()
+            .execution_arn(execution_arn)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(match out.status().as_str() {
+                "RUNNING" => ExecutionState::Running,
+                other => ExecutionState::Ended(other.to_string()),
+            }),
+            Err(SdkError::ServiceError(se)) if error_code(se.err()) == "ExecutionDoesNotExist" => {
+                Ok(ExecutionState::Gone)
+            }
+            Err(e) => Err(classify("DescribeExecution", &e)),
+        }
     }
 }

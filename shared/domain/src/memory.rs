@@ -13,7 +13,8 @@ use crate::alert::Alert;
 use crate::error::{Error, Result};
 use crate::lifecycle::RunStatus;
 use crate::ports::{
-    Clock, Launch, LaunchedTask, Notifier, RunStore, TaskRunner, TaskTokens, TokenDelivery,
+    Clock, ExecutionState, Executions, Launch, LaunchedTask, Notifier, RunStore, TaskRunner,
+    TaskTokens, TokenDelivery,
 };
 use crate::run::{ChangeOutcome, CreateOutcome, RunChange, RunQuery, RunRecord, SlotGrant};
 use crate::task::{TaskDescription, TaskLookup};
@@ -42,6 +43,7 @@ pub struct MemoryRunStore {
     change_faults: Mutex<Vec<(RunStatus, Error, FaultTiming)>>,
     races: Mutex<Vec<(RunStatus, RunChange)>>,
     create_faults: Mutex<Vec<(Error, FaultTiming)>>,
+    launch_claims: Mutex<BTreeMap<String, OffsetDateTime>>,
 }
 
 impl MemoryRunStore {
@@ -126,13 +128,8 @@ impl RunStore for MemoryRunStore {
         let Some(run) = runs.get_mut(run_id) else {
             return Ok(ChangeOutcome::NotFound);
         };
-        let to = change.status();
-        if !to.allowed_from().contains(&run.status) {
-            return Ok(if run.status == to {
-                ChangeOutcome::Replayed(run.clone())
-            } else {
-                ChangeOutcome::Rejected(run.clone())
-            });
+        if !change.applies_to(run) {
+            return Ok(change.refused(run.clone()));
         }
         change.apply_to(run);
         if let Some((err, FaultTiming::After)) = fault {
@@ -193,6 +190,24 @@ impl RunStore for MemoryRunStore {
             job_slots.retain(|_, (h, _)| h != holder);
         }
         Ok(())
+    }
+
+    async fn claim_launch(
+        &self,
+        run_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let runs = lock(&self.runs);
+        if runs.get(run_id).map(|r| r.status) != Some(RunStatus::Pending) {
+            return Ok(false);
+        }
+        let mut claims = lock(&self.launch_claims);
+        if claims.get(run_id).is_some_and(|held| *held > now) {
+            return Ok(false);
+        }
+        claims.insert(run_id.to_string(), until);
+        Ok(true)
     }
 
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
@@ -313,6 +328,29 @@ impl TaskRunner for FakeTaskRunner {
                 })
             })
             .collect())
+    }
+}
+
+/// Executions as a test sets them: any execution it was not told about is
+/// still running.
+#[derive(Default)]
+pub struct MemoryExecutions {
+    ended: Mutex<BTreeMap<String, ExecutionState>>,
+}
+
+impl MemoryExecutions {
+    pub fn set(&self, execution_arn: &str, state: ExecutionState) {
+        lock(&self.ended).insert(execution_arn.to_string(), state);
+    }
+}
+
+#[async_trait]
+impl Executions for MemoryExecutions {
+    async fn state(&self, execution_arn: &str) -> Result<ExecutionState> {
+        Ok(lock(&self.ended)
+            .get(execution_arn)
+            .cloned()
+            .unwrap_or(ExecutionState::Running))
     }
 }
 

@@ -121,6 +121,15 @@ pub trait RunStore: Send + Sync {
     /// Appends a line to the run's `notes`, whatever its status (what the
     /// sweep did to a run that had already ended). No such run: `false`.
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool>;
+    /// Claims the launch of a PENDING run until `until`, so one invocation
+    /// of an attempt's launch runs RunTask at a time. `false` when the run
+    /// is not PENDING or another invocation's claim lasts beyond `now`.
+    async fn claim_launch(
+        &self,
+        run_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
 }
 
 /// Whether a task token was delivered.
@@ -129,6 +138,23 @@ pub enum TokenDelivery {
     Delivered,
     /// The waiting task already completed or timed out: nothing to do.
     AlreadyClosed,
+}
+
+/// Where a Step Functions execution stands, as the sweep asks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionState {
+    Running,
+    /// Ended: `SUCCEEDED`, `FAILED`, `TIMED_OUT`, `ABORTED` or
+    /// `PENDING_REDRIVE` (failed, until someone redrives it).
+    Ended(String),
+    /// Unknown to Step Functions (never started, or closed longer ago than
+    /// it keeps executions).
+    Gone,
+}
+
+#[async_trait]
+pub trait Executions: Send + Sync {
+    async fn state(&self, execution_arn: &str) -> Result<ExecutionState>;
 }
 
 #[async_trait]

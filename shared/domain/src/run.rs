@@ -202,6 +202,34 @@ impl RunChange {
         self.to.unwrap_or(RunStatus::Pending)
     }
 
+    /// Whether a store may apply the change to `run`: its status allows the
+    /// move, and a change naming a task does not replace a different task
+    /// the run already names (two invocations of one launch racing — a
+    /// retry after a client-side timeout — must not leave the record naming
+    /// the second task while the first runs on unrecorded).
+    pub fn applies_to(&self, run: &RunRecord) -> bool {
+        self.status().allowed_from().contains(&run.status)
+            && match (&self.task_arn, &run.task_arn) {
+                (Some(new), Some(old)) => new == old,
+                _ => true,
+            }
+    }
+
+    /// What a change the store refused means, given the run as it is: a
+    /// replay when the run is already where the change would put it (and
+    /// names the same task), a rejection otherwise.
+    pub fn refused(&self, current: RunRecord) -> ChangeOutcome {
+        let same_task = match (&self.task_arn, &current.task_arn) {
+            (Some(new), Some(old)) => new == old,
+            _ => true,
+        };
+        if current.status == self.status() && same_task {
+            ChangeOutcome::Replayed(current)
+        } else {
+            ChangeOutcome::Rejected(current)
+        }
+    }
+
     /// Applies the change to a record in memory (what a store does after its
     /// condition held). Used by in-memory stores and to build expected values.
     pub fn apply_to(&self, run: &mut RunRecord) {
