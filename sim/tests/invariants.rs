@@ -84,10 +84,21 @@ fn a_seed_replays_exactly() {
 ///   timeout failed (no Spot capacity) while the first invocation, started
 ///   late, launched the task; the failed launch's record-run stopped that
 ///   healthy task before its deadline.
+/// - 1191, 6075, 11970: a launch retried through a storm for most of an
+///   hour started its task after the attempt's deadline (launch-run now
+///   refuses to: `TimedOut`).
+/// - 14248, 18937: a task no one could stop through a 24-minute Lambda
+///   outage outlived its slot's lease (deadline + 15 minutes, now 45).
+/// - 15837: the reaper freed the slot record-run had just cut to a stopped
+///   task's grace; the next run started beside that task.
 #[test]
 fn the_seeds_that_found_defects_stay_fixed() {
     let (_, failing) = run_seeds(
-        [65, 76, 95, 104, 116, 850, 934, 1349, 1921, 1926, 2601, 3733].into_iter(),
+        [
+            65, 76, 95, 104, 116, 850, 934, 1191, 1349, 1921, 1926, 2601, 3733, 6075, 11970, 14248,
+            15837, 18937,
+        ]
+        .into_iter(),
         Breakage::default(),
     );
     assert!(failing.is_empty(), "{}", explain(&failing, ""));

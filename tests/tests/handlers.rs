@@ -760,3 +760,63 @@ async fn a_failed_launch_past_the_deadline_does_not_adopt() {
     assert_eq!(out.status, RunStatus::Failed);
     assert_eq!(w.tasks.stops().len(), 1);
 }
+
+/// A launch retried through a long outage that only gets to RunTask after
+/// the attempt's deadline starts nothing: the attempt timed out.
+#[tokio::test]
+async fn a_launch_past_the_attempts_deadline_starts_no_task() {
+    let w = World::new();
+    let s = spec(json!({"timeout": "10m"}));
+    w.store.fail_next_change_to(
+        RunStatus::Running,
+        Error::transient("UpdateItem timed out"),
+        FaultTiming::Before,
+    );
+    // The run is written, then its launch is cut short before any task.
+    w.tasks
+        .fail_next_launch(Error::transient("RunTask: timed out"));
+    let _ = w.launch(s.clone(), 1, None).await.unwrap_err();
+    w.clock.advance(Duration::minutes(11));
+    let err = w.launch(s, 1, None).await.unwrap_err();
+    assert_eq!(err.class, FailureClass::TimedOut, "{err}");
+    assert!(err.message.contains("deadline"), "{err}");
+    assert_eq!(w.tasks.launches().len(), 1, "no RunTask past the deadline");
+}
+
+/// The reaper of an execution whose attempt record-run has just recorded
+/// (stopping its task) keeps the slot through the stop grace, instead of
+/// freeing what record-run cut to that grace (simulator seed 15837).
+#[tokio::test]
+async fn the_reaper_keeps_a_just_stopped_tasks_grace() {
+    let w = World::new();
+    let s = spec(json!({}));
+    let out = w.launch(s.clone(), 1, None).await.unwrap();
+    let err = Error::new(FailureClass::Transient, "the watch failed");
+    let mut input = caught(&s, &err);
+    input["launch"] = json!({"runId": out.run_id, "taskArn": out.task_arn});
+    let mut t = w.tasks.tasks.lock().unwrap()[out.task_arn.as_deref().unwrap()].clone();
+    t.last_status = "RUNNING".into();
+    w.tasks.set_task(t);
+    let rec = record_run::function_handler(&w.record_deps(), input)
+        .await
+        .unwrap();
+    assert_eq!(rec.status, RunStatus::Failed);
+    assert_eq!(w.tasks.stops().len(), 1, "record-run stopped the task");
+    w.clock.advance(Duration::seconds(5));
+    let execution = World::execution("e1")["id"].as_str().unwrap().to_string();
+    let deps = reap_execution::Deps {
+        tasks: w.tasks.clone(),
+        runs: w.store.clone(),
+        clock: w.clock.clone(),
+        prices: stevedore_domain::cost::PriceTable::builtin(),
+        region: "us-east-1".into(),
+    };
+    reap_execution::function_handler(
+        &deps,
+        json!({"detail-type": "Step Functions Execution Status Change", "detail": {"executionArn": execution, "status": "FAILED"}}),
+    )
+    .await
+    .unwrap();
+    let slots = w.store.held_slots();
+    assert_eq!(slots.len(), 1, "still held through the grace: {slots:?}");
+}

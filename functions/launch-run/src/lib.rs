@@ -67,6 +67,16 @@ fn stevedore_aws_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// How long past the attempt's deadline its execution's concurrency slot
+/// stays leased if nothing frees it. The sweep stops a task 5 minutes past
+/// its deadline, on a 5-minute schedule; an outage of Lambda (which runs
+/// the sweep, the state machine's handlers and every launch) of up to 30
+/// minutes delays that stop, and the lease must not run out before it, or
+/// the job's next run would start beside the task: 5 + 5 + 30, the stop
+/// grace, and a margin. A slot whose execution died and whose reaper event
+/// was lost stays blocked this long past the deadline.
+pub const SLOT_LEASE_PAST_DEADLINE_MINUTES: i64 = 45;
+
 /// How long one invocation's claim on an attempt's launch lasts: longer
 /// than the function's timeout (`template.yaml`, checked by
 /// `check_template.py`), after which Lambda has ended the invocation.
@@ -204,7 +214,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
 
     // The slot is held by the execution, across its attempts, until the lease
     // (deadline plus time to stop and record) runs out or the run ends.
-    let lease_until = deadline + time::Duration::minutes(15);
+    let lease_until = deadline + time::Duration::minutes(SLOT_LEASE_PAST_DEADLINE_MINUTES);
     let grant = deps
         .runs
         .acquire_slot(
@@ -273,6 +283,19 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
         return Err(Error::transient(format!(
             "another invocation is launching run {id}; asking again shortly"
         )));
+    }
+
+    // A launch retried through a long outage may only get here after the
+    // attempt's deadline: a task started now would be over its time before
+    // it ran, and nothing may be watching it yet. The attempt timed out.
+    if now >= deadline {
+        return Err(Error::new(
+            FailureClass::TimedOut,
+            format!(
+                "the attempt's deadline {} passed before its task could be launched",
+                format_time(deadline)
+            ),
+        ));
     }
 
     let mut tags = spec.tags.clone();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stevedore_domain::cost::PriceTable;
 use stevedore_domain::failure::{Outcome, StopRequest};
-use stevedore_domain::flow::{finalize, free_slot, parse_input};
+use stevedore_domain::flow::{finalize, free_slot, parse_input, STOP_GRACE_SECONDS};
 use stevedore_domain::ports::{Clock, RunStore, TaskRunner};
 use stevedore_domain::run::{run_id, ChangeOutcome, ExecutionRef, RunChange, RunRecord};
 use stevedore_domain::{FailureClass, JobSpec, Result, RunStatus};
@@ -146,8 +146,14 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<ReapOutput> {
     let now = deps.clock.now();
     let runs = runs_of(deps, &detail).await?;
     // A task just asked to stop may run on through its stop grace: the slot
-    // stays held until then, so the next run cannot start beside it.
-    let mut task_stopping = false;
+    // stays held until then, so the next run cannot start beside it. That
+    // includes a task record-run stopped as it recorded the attempt, just
+    // before the execution failed (it cut the lease to the grace; freeing
+    // the slot outright here would undo that).
+    let mut task_stopping = runs.iter().any(|r| {
+        r.finished_at
+            .is_some_and(|f| now - f < time::Duration::seconds(STOP_GRACE_SECONDS))
+    });
     for run in &runs {
         if run.status == RunStatus::Stopped {
             finalize(deps.runs.as_ref(), &deps.prices, &deps.region, run, now).await?;

@@ -39,7 +39,8 @@ use tracing::{info, warn};
 pub const SCHEDULED_EVENT: &str = "Scheduled Event";
 /// How long past a run's deadline its execution has to stop the task before
 /// the sweep does. With the schedule (`SWEEP_MINUTES`), a task is stopped
-/// at most 10 minutes after its deadline, inside the 15 minutes the job's
+/// at most 10 minutes after its deadline (when Lambda runs it), inside the
+/// 45 minutes (`launch_run::SLOT_LEASE_PAST_DEADLINE_MINUTES`) the job's
 /// concurrency slot is leased beyond it.
 pub const GRACE_SECONDS: i64 = 300;
 /// How often the template schedules the sweep.
