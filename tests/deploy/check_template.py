@@ -20,6 +20,11 @@ YAML loader reads the short-form intrinsics):
    AWS calls (WORST_CALLS, counted in each handler), each taking at most the
    SDK's operation timeout (shared/aws/src/lib.rs), plus its init.
 
+6. Every dead-letter queue (the stack's and each job stack's schedule) has an
+   alarm that fires on each new letter, not only while letters wait; no alarm
+   publishes to a KMS-encrypted topic (the alarm about a broken key, or a
+   failing alerts topic, must not depend on it).
+
 Exit 1 with one line per problem.
 """
 
@@ -452,6 +457,58 @@ def check_function_timeouts(path, template, problems):
             problems.append(f"{path}: {name} has no worst case in WORST_CALLS")
 
 
+def refs_in(value):
+    """Every resource name a value refers to (Ref, Fn::GetAtt), at any depth."""
+    out = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == "Ref" and isinstance(v, str):
+                out.add(v)
+            elif k == "Fn::GetAtt":
+                target = v[0] if isinstance(v, list) else str(v).split(".")[0]
+                out.add(target)
+            else:
+                out |= refs_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            out |= refs_in(v)
+    return out
+
+
+def check_alarms(path, template, problems):
+    """Every dead-letter queue is watched by an alarm that fires on each new
+    letter (not only while letters wait), and no alarm publishes to a
+    KMS-encrypted topic: the alarm about a broken key or alerts topic must
+    not go through them."""
+    resources = template.get("Resources") or {}
+    alarms = {n: r for n, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Alarm"}
+    for name, r in resources.items():
+        if r.get("Type") != "AWS::SQS::Queue":
+            continue
+        watching = [
+            a for a, alarm in alarms.items()
+            if name in refs_in((alarm.get("Properties") or {}).get("Metrics"))
+            or name in refs_in((alarm.get("Properties") or {}).get("Dimensions"))
+        ]
+        if not watching:
+            problems.append(f"{path}: no alarm watches the queue {name}")
+            continue
+        growing = [
+            a for a in watching
+            if any("DIFF(" in str(m.get("Expression", "")) or "RATE(" in str(m.get("Expression", ""))
+                   for m in (alarms[a].get("Properties") or {}).get("Metrics") or [])
+        ]
+        if not growing:
+            problems.append(
+                f"{path}: the alarms on {name} ({', '.join(watching)}) fire only while letters wait: a second one arrives unseen"
+            )
+    for a, alarm in alarms.items():
+        for target in refs_in((alarm.get("Properties") or {}).get("AlarmActions")):
+            topic = resources.get(target)
+            if topic and topic.get("Type") == "AWS::SNS::Topic" and (topic.get("Properties") or {}).get("KmsMasterKeyId"):
+                problems.append(f"{path}: {a} publishes to the KMS-encrypted topic {target}, whose failure it may be reporting")
+
+
 def main(argv):
     if len(argv) != 4:
         print(__doc__, file=sys.stderr)
@@ -469,6 +526,8 @@ def main(argv):
         nested = cfn_yaml.load(nested_path)
         check_retention(nested_path, nested, problems)
         check_environment_pattern(nested_path, nested, problems)
+        check_alarms(nested_path, nested, problems)
+    check_alarms(template_path, template, problems)
     check_retention(template_path, template, problems)
     check_state_machine_logs(template_path, template, problems)
     check_stack_name_limit(template_path, template, readme, problems)
@@ -477,7 +536,7 @@ def main(argv):
         print(f"✘ {p}", file=sys.stderr)
     if problems:
         return 1
-    print(f"✔ {template_path}: capabilities, retained keys, state machine logs, name lengths, function timeouts")
+    print(f"✔ {template_path}: capabilities, retained keys, state machine logs, name lengths, function timeouts, alarms")
     return 0
 
 

@@ -94,6 +94,9 @@ fn example_params(job: &Yaml) -> BTreeMap<String, String> {
                 "SecurityGroups" => "sg-0123456789abcdef0".into(),
                 "LogRetentionDays" => "30".into(),
                 "ControlPlaneStack" => "stevedore".into(),
+                "AlarmTopicArn" => {
+                    "arn:aws:sns:eu-west-1:123456789012:stevedore-OperatorTopic-AbC123".into()
+                }
                 // !Join ["-", ["example", <first group of the stack id's UUID>]]
                 "JobName" => "example-0f1e2d3c".into(),
                 other => panic!("no sample value for the example job's parameter {other}"),
