@@ -88,7 +88,6 @@ WORST_CALLS = {
 # sweep-tasks lists the cluster's running tasks (a ListTasks page and a
 # DescribeTasks batch per 100 tasks; this many pages, worst case), then works
 # within its budget (BUDGET_SECONDS) and finishes the call in flight.
-SWEEP_LIST_PAGES = 10
 INIT_SECONDS = 5
 
 
@@ -436,10 +435,11 @@ def check_function_timeouts(path, template, problems):
     if sweep is not None:
         budget = rust_i64(root, "functions/sweep-tasks/src/lib.rs", "BUDGET_SECONDS")
         timeout = (sweep.get("Properties") or {}).get("Timeout", globals_.get("Timeout", 3))
-        need = 2 * SWEEP_LIST_PAGES * per_call + budget + per_call + INIT_SECONDS
+        pages = rust_constant(root, "shared/aws/src/ecs.rs", r"SWEEP_LIST_PAGES: usize = (\d+);", "SWEEP_LIST_PAGES")
+        need = 2 * pages * per_call + budget + per_call + INIT_SECONDS
         if int(timeout) < need:
             problems.append(
-                f"{path}: SweepTasksFunction has Timeout {timeout} s; listing {SWEEP_LIST_PAGES} pages of tasks ({2 * SWEEP_LIST_PAGES} calls of {per_call} s), its budget ({budget} s) and the call in flight need {need} s"
+                f"{path}: SweepTasksFunction has Timeout {timeout} s; listing {pages} pages of tasks ({2 * pages} calls of {per_call} s), its budget ({budget} s) and the call in flight need {need} s"
             )
     # One launch at a time per attempt: a claim that outlives the function
     # (a retried invocation must not find the claim of one still running).

@@ -89,7 +89,21 @@ impl EcsTaskRunner {
     /// Every task ARN ListTasks gives for one filter, all pages.
     async fn list_task_arns(&self, filter: ListFilter<'_>, arns: &mut Vec<String>) -> Result<()> {
         let mut next: Option<String> = None;
-        loop {
+        // The whole cluster's running tasks are listed a bounded number of
+        // pages at a time (the sweep's time budget, which the function's
+        // timeout counts: tests/deploy/check_template.py).
+        let max_pages = match filter {
+            ListFilter::Running => SWEEP_LIST_PAGES,
+            _ => usize::MAX,
+        };
+        for page in 1.. {
+            if page > max_pages {
+                warn!(
+                    pages = max_pages,
+                    "the cluster lists more running tasks than one sweep reads; the rest wait for a later sweep"
+                );
+                return Ok(());
+            }
             let request = self.client.list_tasks().cluster(&self.settings.cluster);
             // The API reference: "When you specify startedBy as the filter,
             // it must be the only filter that you use." It then lists the
@@ -116,8 +130,13 @@ impl EcsTaskRunner {
                 _ => return Ok(()),
             }
         }
+        Ok(())
     }
 }
+
+/// How many pages of ListTasks (100 tasks each) one sweep reads of the
+/// cluster's running tasks, with one DescribeTasks per page.
+pub const SWEEP_LIST_PAGES: usize = 10;
 
 /// One ListTasks filter, as the API allows them to be combined.
 #[derive(Debug, Clone, Copy)]
