@@ -324,6 +324,8 @@ impl LocalPlane {
                     check_interval_seconds: config.check_interval_seconds,
                     retention_days: config.retention_days,
                     stack: config.stack.clone(),
+                    // Local mode runs processes, not task definitions.
+                    task_definitions: None,
                 },
             },
             watch: watch_task::Deps {

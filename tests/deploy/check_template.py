@@ -509,6 +509,41 @@ def check_alarms(path, template, problems):
                 problems.append(f"{path}: {a} publishes to the KMS-encrypted topic {target}, whose failure it may be reporting")
 
 
+def check_job_families(path, template, nested_path, nested, problems):
+    """A job stack's task definition family and the control plane's RunTask
+    permission agree with the family launch-run allows (job_stack_family in
+    shared/domain/src/spec.rs): the permission covers this stack's jobs and
+    no other stack's, and a job's definition is its own."""
+    root = os.path.dirname(os.path.abspath(path))
+    with open(os.path.join(root, "shared/domain/src/spec.rs"), encoding="utf-8") as f:
+        m = re.search(r'fn job_stack_family\([^)]*\) -> String \{\s*format!\("([^"]+)"', f.read())
+    if not m:
+        raise SystemExit("no job_stack_family in shared/domain/src/spec.rs")
+    rust = m.group(1)
+    want_family = rust.replace("{stack}", "${ControlPlaneStack}").replace("{job}", "${JobName}")
+    for name, r in (nested.get("Resources") or {}).items():
+        if r.get("Type") != "AWS::ECS::TaskDefinition":
+            continue
+        family = (r.get("Properties") or {}).get("Family")
+        got = family.get("Fn::Sub") if isinstance(family, dict) else family
+        if got != want_family:
+            problems.append(f"{nested_path}: {name} has Family {got!r}; launch-run runs a job's own definition as {want_family!r}")
+    want_resource = "task-definition/" + rust.replace("{stack}", "${AWS::StackName}").replace("{job}", "*")
+    launch = (template.get("Resources") or {}).get("LaunchRunFunction") or {}
+    resources = []
+    for policy in (launch.get("Properties") or {}).get("Policies") or []:
+        for st in policy.get("Statement") or []:
+            actions = st.get("Action")
+            actions = actions if isinstance(actions, list) else [actions]
+            if "ecs:RunTask" in actions:
+                resources.append(st.get("Resource"))
+    text = repr(resources)
+    if want_resource not in text:
+        problems.append(f"{path}: LaunchRunFunction's ecs:RunTask resources {text} do not name this stack's job definitions ({want_resource})")
+    if "task-definition/*" in text:
+        problems.append(f"{path}: LaunchRunFunction may run any task definition (task-definition/*): scope it to {want_resource}")
+
+
 def main(argv):
     if len(argv) != 4:
         print(__doc__, file=sys.stderr)
@@ -527,6 +562,7 @@ def main(argv):
         check_retention(nested_path, nested, problems)
         check_environment_pattern(nested_path, nested, problems)
         check_alarms(nested_path, nested, problems)
+        check_job_families(template_path, template, nested_path, nested, problems)
     check_alarms(template_path, template, problems)
     check_retention(template_path, template, problems)
     check_state_machine_logs(template_path, template, problems)
@@ -536,7 +572,7 @@ def main(argv):
         print(f"✘ {p}", file=sys.stderr)
     if problems:
         return 1
-    print(f"✔ {template_path}: capabilities, retained keys, state machine logs, name lengths, function timeouts, alarms")
+    print(f"✔ {template_path}: capabilities, retained keys, state machine logs, name lengths, function timeouts, alarms, job task definitions")
     return 0
 
 

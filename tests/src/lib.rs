@@ -96,9 +96,46 @@ pub struct EcsFixture {
     pub moto: String,
 }
 
+/// Registers a Fargate task definition of family `family` (container `app`).
+pub async fn register_task_definition(client: &aws_sdk_ecs::Client, family: &str) {
+    client
+        .register_task_definition()
+        .family(family)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("1024")
+        .memory("2048")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("app")
+                .image("111122223333.dkr.ecr.us-east-1.amazonaws.com/etl:1")
+                // moto wants a memory setting on each container.
+                .memory(2048)
+                .essential(true)
+                .log_configuration(
+                    aws_sdk_ecs::types::LogConfiguration::builder()
+                        .log_driver(aws_sdk_ecs::types::LogDriver::Awslogs)
+                        .options("awslogs-group", JOB_LOG_GROUP)
+                        .options("awslogs-region", REGION)
+                        .options("awslogs-stream-prefix", "etl")
+                        .build()
+                        .expect("log configuration"),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("register task definition");
+}
+
 impl EcsFixture {
     pub async fn new(moto: &str) -> EcsFixture {
         Self::with_family(moto, &unique("etl")).await
+    }
+
+    /// Registers one more task definition family in the fixture's account.
+    pub async fn register(&self, family: &str) {
+        register_task_definition(&self.client, family).await;
     }
 
     /// A fixture whose task definition family is `family`.
@@ -113,34 +150,7 @@ impl EcsFixture {
             .await
             .expect("create cluster");
         let family = family.to_string();
-        client
-            .register_task_definition()
-            .family(&family)
-            .network_mode(NetworkMode::Awsvpc)
-            .requires_compatibilities(Compatibility::Fargate)
-            .cpu("1024")
-            .memory("2048")
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name("app")
-                    .image("111122223333.dkr.ecr.us-east-1.amazonaws.com/etl:1")
-                    // moto wants a memory setting on each container.
-                    .memory(2048)
-                    .essential(true)
-                    .log_configuration(
-                        aws_sdk_ecs::types::LogConfiguration::builder()
-                            .log_driver(aws_sdk_ecs::types::LogDriver::Awslogs)
-                            .options("awslogs-group", JOB_LOG_GROUP)
-                            .options("awslogs-region", REGION)
-                            .options("awslogs-stream-prefix", "etl")
-                            .build()
-                            .expect("log configuration"),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("register task definition");
+        register_task_definition(&client, &family).await;
         let net: Value = http()
             .post(format!("{moto}/moto-api/stevedore/network"))
             .json(&json!({"region": REGION}))

@@ -820,3 +820,64 @@ async fn the_reaper_keeps_a_just_stopped_tasks_grace() {
     let slots = w.store.held_slots();
     assert_eq!(slots.len(), 1, "still held through the grace: {slots:?}");
 }
+
+#[tokio::test]
+async fn a_run_names_only_its_own_jobs_task_definition_or_one_listed_by_hand() {
+    let w = World::new();
+    let mut deps = w.launch_deps();
+    deps.config.task_definitions = Some(
+        launch_run::TaskDefinitions::parse(
+            "prod",
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/etl-*, arn:aws:ecs:us-east-1:123456789012:task-definition/report:*",
+        )
+        .expect("valid list"),
+    );
+    let input = |execution: &str, job: &str, td: &str| {
+        json!({
+            "spec": {"job": job, "taskDefinition": td, "container": "app"},
+            "execution": World::execution(execution),
+            "attempt": 1
+        })
+    };
+    for (td, why) in [
+        ("stevedore-prod_payroll:4", "job `payroll`'s definition"),
+        (
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/stevedore-prod-x_orders:1",
+            "family `stevedore-prod_orders`",
+        ),
+        ("admin-tools:1", "TaskDefinitionArns"),
+        ("report-admin:1", "TaskDefinitionArns"),
+    ] {
+        let err = launch_run::function_handler(&deps, input("e1", "orders", td))
+            .await
+            .expect_err(td);
+        assert_eq!(err.class, FailureClass::InvalidJobSpec, "{td}: {err}");
+        assert!(err.message.contains(why), "{td}: {err}");
+    }
+    assert!(w.tasks.launches().is_empty(), "no task started");
+
+    for (execution, job, td) in [
+        ("e2", "orders", "stevedore-prod_orders:2"),
+        ("e3", "reports", "etl-python:7"),
+        (
+            "e4",
+            "payroll",
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/report:9",
+        ),
+    ] {
+        launch_run::function_handler(&deps, input(execution, job, td))
+            .await
+            .unwrap_or_else(|e| panic!("{td}: {e}"));
+    }
+    assert_eq!(w.tasks.launches().len(), 3);
+
+    for bad in [
+        "etl-*",
+        "arn:aws:ecs:us-east-1:123456789012:task-definition/etl",
+        "arn:aws:ecs:us-east-1:123456789012:task-definition/etl:x",
+        "arn:aws:s3:::bucket/task-definition/etl:*",
+    ] {
+        let err = launch_run::TaskDefinitions::parse("prod", bad).expect_err(bad);
+        assert!(err.contains("TASK_DEFINITIONS"), "{bad}: {err}");
+    }
+}

@@ -20,6 +20,7 @@ use stevedore_domain::ports::{RunStore, SecretSource};
 use stevedore_domain::run::{
     ChangeOutcome, CreateOutcome, ExecutionRef, RunChange, RunQuery, RunRecord, SlotGrant,
 };
+use stevedore_domain::spec::job_stack_family;
 use stevedore_domain::{Error, Result, RunStatus};
 use stevedore_integration_tests::cfn::{load, Env};
 use stevedore_integration_tests::iam::{self, Call, Deployment, Policy, Recorder, ACCOUNT};
@@ -29,6 +30,9 @@ use stevedore_integration_tests::{
 use time::OffsetDateTime;
 
 /// Granted to a function for something other than its handler's requests.
+/// The stack name the template is rendered with (`AWS::StackName`, tests/src/cfn.rs).
+const STACK: &str = "stevedore";
+
 const NOT_THE_HANDLERS: &[(&str, &str)] = &[
     (
         "sqs:SendMessage",
@@ -138,10 +142,18 @@ impl Rig {
         }
     }
 
+    /// A job of a job stack: its task definition, registered in moto, is
+    /// named as jobs/job.yaml names it.
+    async fn job(&self) -> String {
+        let job = unique("perm");
+        self.ecs.register(&job_stack_family(STACK, &job)).await;
+        job
+    }
+
     fn spec(&self, job: &str) -> Value {
         json!({
             "job": job,
-            "taskDefinition": self.ecs.family,
+            "taskDefinition": job_stack_family(STACK, job),
             "container": "app",
             "command": ["python", "-m", "ingest.orders"],
             "timeout": "10m",
@@ -170,7 +182,10 @@ impl Rig {
             runs,
             clock: self.clock.clone(),
             config: launch_run::Config {
-                stack: Some("stevedore".into()),
+                stack: Some(STACK.into()),
+                task_definitions: Some(
+                    launch_run::TaskDefinitions::parse(STACK, "").expect("no hand-made ones"),
+                ),
                 ..launch_run::Config::default()
             },
         }
@@ -210,7 +225,20 @@ impl Rig {
 
     /// The template rendered for this rig's resources.
     fn policy(&self, template: &serde_yaml::Value, function: &str) -> Policy {
+        self.policy_with(template, function, &[])
+    }
+
+    /// The same, with some of the template's parameters set.
+    fn policy_with(
+        &self,
+        template: &serde_yaml::Value,
+        function: &str,
+        params: &[(&str, Value)],
+    ) -> Policy {
         let mut env = Env::new(template);
+        for (name, value) in params {
+            env.set(name, value.clone());
+        }
         env.set("ClusterArn", self.cluster_arn())
             .set(
                 "RunsTable.Arn",
@@ -302,7 +330,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
     let rec = Recorder::new();
     let deps = rig.launch_deps(&rec, rig.store(&rec));
     let input =
-        json!({"spec": rig.spec(&unique("perm")), "execution": rig.execution(), "attempt": 1});
+        json!({"spec": rig.spec(&rig.job().await), "execution": rig.execution(), "attempt": 1});
     launch_run::function_handler(&deps, input.clone())
         .await
         .expect("launch");
@@ -314,7 +342,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
     // watch-task: stores the token and polls; past the deadline it stops the
     // task; once the task stopped it completes the token.
     let rec = Recorder::new();
-    let (_, _, launched) = rig.launched(&unique("perm")).await;
+    let (_, _, launched) = rig.launched(&rig.job().await).await;
     let watch = watch_task::Deps {
         tasks: rig.runner(&rec),
         runs: rig.store(&rec),
@@ -343,7 +371,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
 
     // task-events: the stop event of a run waiting with its token.
     let rec = Recorder::new();
-    let (_, _, launched) = rig.launched(&unique("perm")).await;
+    let (_, _, launched) = rig.launched(&rig.job().await).await;
     let task_arn = launched.task_arn.clone().unwrap();
     rig.store(&Recorder::new())
         .change_run(
@@ -369,7 +397,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
     // before the run named its task (found by its startedBy).
     let rec = Recorder::new();
     let record = rig.record_deps(&rec);
-    let (spec, execution, launched) = rig.launched(&unique("perm")).await;
+    let (spec, execution, launched) = rig.launched(&rig.job().await).await;
     let task_arn = launched.task_arn.clone().unwrap();
     rig.stopped_and_seen(&task_arn, 0).await;
     let state = json!({"spec": spec, "execution": execution, "attempt": 1,
@@ -377,7 +405,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
     record_run::function_handler(&record, state)
         .await
         .expect("record");
-    let (spec, execution, launched) = rig.launched(&unique("perm")).await;
+    let (spec, execution, launched) = rig.launched(&rig.job().await).await;
     let state = json!({"spec": spec, "execution": execution, "attempt": 1,
         "launch": {"runId": launched.run_id, "taskArn": launched.task_arn},
         "error": {"Error": "Lambda.ServiceException", "Cause": "watch-task could not run"}});
@@ -385,7 +413,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
         .await
         .expect("record a failed watch");
     let cut_short = Arc::new(CutShort(rig.store(&Recorder::new())));
-    let spec = rig.spec(&unique("perm"));
+    let spec = rig.spec(&rig.job().await);
     let execution = rig.execution();
     let launch_input = json!({"spec": spec, "execution": execution, "attempt": 1});
     launch_run::function_handler(&rig.launch_deps(&Recorder::new(), cut_short), launch_input)
@@ -400,7 +428,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
 
     // notify-failure: the alert of a failed run, with its log tail.
     let rec = Recorder::new();
-    let (spec, execution, launched) = rig.launched(&unique("perm")).await;
+    let (spec, execution, launched) = rig.launched(&rig.job().await).await;
     let task_arn = launched.task_arn.clone().unwrap();
     rig.ecs
         .write_job_log(&task_arn, &["loading".into(), "Traceback: boom".into()])
@@ -435,7 +463,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
         prices: PriceTable::builtin(),
         region: REGION.into(),
     };
-    let (_, execution, _) = rig.launched(&unique("perm")).await;
+    let (_, execution, _) = rig.launched(&rig.job().await).await;
     let aborted = |execution: &ExecutionRef| {
         json!({
             "detail-type": "Step Functions Execution Status Change",
@@ -450,7 +478,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
     let execution = rig.execution();
     launch_run::function_handler(
         &rig.launch_deps(&Recorder::new(), cut_short),
-        json!({"spec": rig.spec(&unique("perm")), "execution": execution, "attempt": 1}),
+        json!({"spec": rig.spec(&rig.job().await), "execution": execution, "attempt": 1}),
     )
     .await
     .expect_err("the launch is cut short");
@@ -458,7 +486,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
         .await
         .expect("reap a cut-short launch");
     // And one whose task had already ended: nothing to stop, the slot freed.
-    let (_, execution, launched) = rig.launched(&unique("perm")).await;
+    let (_, execution, launched) = rig.launched(&rig.job().await).await;
     rig.stopped_and_seen(launched.task_arn.as_deref().unwrap(), 0)
         .await;
     reap_execution::function_handler(&reap, aborted(&execution))
@@ -468,7 +496,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
 
     // sweep-tasks: a task whose run ended while it ran on.
     let rec = Recorder::new();
-    let (_, _, orphan) = rig.launched(&unique("perm")).await;
+    let (_, _, orphan) = rig.launched(&rig.job().await).await;
     rig.store(&Recorder::new())
         .change_run(
             &orphan.run_id,
@@ -486,7 +514,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
         .expect("end the run");
     // And a task whose run is live but whose execution Step Functions does
     // not know (the reaper's event was lost): DescribeExecution decides.
-    let _ = rig.launched(&unique("perm")).await;
+    let _ = rig.launched(&rig.job().await).await;
     let sweep = sweep_tasks::Deps {
         tasks: rig.runner(&rec),
         runs: rig.store(&rec),
@@ -497,7 +525,7 @@ async fn exercise(rig: &Rig) -> Vec<(&'static str, Vec<Call>)> {
             OffsetDateTime::now_utc() + time::Duration::minutes(10),
         )),
         config: sweep_tasks::Config {
-            stack: Some("stevedore".into()),
+            stack: Some(STACK.into()),
             ..Default::default()
         },
     };
@@ -702,6 +730,50 @@ async fn a_policy_without_an_action_resource_or_condition_it_needs_fails_the_che
             "record-run's policy with {what} still allowed every request"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_run_runs_only_this_stacks_job_definitions_and_those_listed_by_hand() {
+    let Some(rig) = Rig::new().await else { return };
+    let template = load("template.yaml");
+    let run_task = |td: &str| Call {
+        service: "ecs".into(),
+        region: REGION.into(),
+        operation: "RunTask".into(),
+        params: json!({"cluster": rig.cluster_arn(), "taskDefinition": td}),
+    };
+    let allowed = |policy: &Policy, td: &str| {
+        iam::denied(policy, &[run_task(td)], &rig.deployment).is_empty()
+    };
+    let by_default = rig.policy(&template, "LaunchRunFunction");
+    let listed = rig.policy_with(
+        &template,
+        "LaunchRunFunction",
+        &[(
+            "TaskDefinitionArns",
+            json!([
+                format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/etl-*"),
+                format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/report:3"),
+            ]),
+        )],
+    );
+    for policy in [&by_default, &listed] {
+        assert!(allowed(policy, &job_stack_family(STACK, "orders")));
+        assert!(allowed(
+            policy,
+            &format!("{}:12", job_stack_family(STACK, "orders"))
+        ));
+        // Another stack whose name starts with this one's.
+        assert!(!allowed(
+            policy,
+            &format!("{}:1", job_stack_family("stevedore-x", "orders"))
+        ));
+        assert!(!allowed(policy, "admin-tools:1"));
+    }
+    assert!(!allowed(&by_default, "etl-python:7"));
+    assert!(allowed(&listed, "etl-python:7"));
+    assert!(allowed(&listed, "report:3"));
+    assert!(!allowed(&listed, "report:4"));
 }
 
 /// A change to a template, for the checks that must catch it.

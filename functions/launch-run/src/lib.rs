@@ -12,7 +12,9 @@ use stevedore_domain::run::{
     client_token, run_id, ChangeOutcome, CreateOutcome, ExecutionRef, RunChange, RunRecord,
     SlotGrant, STACK_TAG,
 };
-use stevedore_domain::spec::{Capacity, JobSpec, WhenBusy};
+use stevedore_domain::spec::{
+    job_stack_family, task_definition_family, Capacity, JobSpec, WhenBusy,
+};
 use stevedore_domain::task::format_time;
 use stevedore_domain::{Error, FailureClass, Result, RunStatus};
 use tracing::{info, warn};
@@ -27,6 +29,9 @@ pub struct Config {
     /// `stevedore:stack`: the sweep stops a task without a run record only
     /// when it carries its own stack's tag.
     pub stack: Option<String>,
+    /// The task definitions this stack's executions may run; `None` (local
+    /// mode, tests) lets a spec name any.
+    pub task_definitions: Option<TaskDefinitions>,
 }
 
 impl Default for Config {
@@ -35,13 +40,113 @@ impl Default for Config {
             check_interval_seconds: 900,
             retention_days: 400,
             stack: None,
+            task_definitions: None,
         }
     }
 }
 
+/// Which task definitions a deployed stack runs: each job stack's job its
+/// own definition (family `stevedore-<stack>_<job>`, which no other job's
+/// run may name: starting an execution must not run one job's code under
+/// another job's role), and the definitions listed by hand in the
+/// `TaskDefinitionArns` parameter, which any job may name. The function's
+/// `ecs:RunTask` permission is scoped to the same definitions
+/// (`template.yaml`); this check names the mistake before IAM refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDefinitions {
+    pub stack: String,
+    /// The hand-made definitions: ARNs, each with a revision, `:*`, or a
+    /// trailing `*` in the family.
+    pub listed: Vec<String>,
+}
+
+impl TaskDefinitions {
+    /// `TASK_DEFINITIONS`: comma-separated task definition ARNs.
+    pub fn parse(stack: &str, listed: &str) -> std::result::Result<TaskDefinitions, String> {
+        let mut arns = Vec::new();
+        for arn in listed.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            if listed_family(arn).is_none() {
+                return Err(format!(
+                    "TASK_DEFINITIONS holds `{arn}`: give task definition ARNs, comma-separated, each with its revision or `:*` (arn:aws:ecs:eu-west-1:123456789012:task-definition/etl:*), a trailing `*` allowed in the family (task-definition/etl-*)"
+                ));
+            }
+            arns.push(arn.to_string());
+        }
+        Ok(TaskDefinitions {
+            stack: stack.to_string(),
+            listed: arns,
+        })
+    }
+
+    /// Whether `spec` may run its task definition. The revision is left to
+    /// IAM: a listed `etl:3` lets the check pass for `etl:4`, which RunTask
+    /// then refuses.
+    pub fn check(&self, spec: &JobSpec) -> Result<()> {
+        let family = task_definition_family(&spec.task_definition);
+        let own = job_stack_family(&self.stack, &spec.job);
+        let listed = self
+            .listed
+            .iter()
+            .filter_map(|arn| listed_family(arn))
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => family.starts_with(prefix),
+                None => family == pattern,
+            });
+        if family == own || listed {
+            return Ok(());
+        }
+        let other_job = family
+            .strip_prefix(&job_stack_family(&self.stack, ""))
+            .map(|job| {
+                format!(
+                    " it is job `{job}`'s definition, which a run of `{}` may not use;",
+                    spec.job
+                )
+            })
+            .unwrap_or_default();
+        Err(Error::new(
+            FailureClass::InvalidJobSpec,
+            format!(
+                "taskDefinition `{}` is not one this stack runs for job `{}`:{other_job} a job stack's job runs its own definition (family `{own}`), and definitions made by hand must be listed in the stack's TaskDefinitionArns parameter (listed now: {})",
+                spec.task_definition,
+                spec.job,
+                if self.listed.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.listed.join(", ")
+                }
+            ),
+        ))
+    }
+}
+
+/// The family pattern of a listed task definition ARN (`etl`, `etl-*`),
+/// or `None` when it is not one.
+fn listed_family(arn: &str) -> Option<&str> {
+    let (head, tail) = arn.split_once(":task-definition/")?;
+    if !head.starts_with("arn:") || !head.contains(":ecs:") {
+        return None;
+    }
+    let (family, revision) = match tail.split_once(':') {
+        Some((f, r)) => (f, Some(r)),
+        None => (tail, None),
+    };
+    let name = family.strip_suffix('*').unwrap_or(family);
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let revision_ok = match revision {
+        None => family.ends_with('*'),
+        Some(r) => r == "*" || r.parse::<u32>().is_ok_and(|n| n > 0),
+    };
+    (name_ok && revision_ok).then_some(family)
+}
+
 impl Config {
     /// `CHECK_INTERVAL_SECONDS` (60-3600, default 900), `RETENTION_DAYS` (1-3650, default 400),
-    /// `STACK_NAME` (optional).
+    /// `STACK_NAME` (optional; with it, `TASK_DEFINITIONS` lists the
+    /// hand-made task definitions any job may run).
     pub fn from_env() -> std::result::Result<Config, String> {
         let mut c = Config::default();
         if let Some(v) = stevedore_aws_env("CHECK_INTERVAL_SECONDS") {
@@ -59,6 +164,12 @@ impl Config {
                 .ok_or("environment variable RETENTION_DAYS must be 1-3650")?;
         }
         c.stack = stevedore_aws_env("STACK_NAME");
+        if let Some(stack) = &c.stack {
+            c.task_definitions = Some(TaskDefinitions::parse(
+                stack,
+                &stevedore_aws_env("TASK_DEFINITIONS").unwrap_or_default(),
+            )?);
+        }
         Ok(c)
     }
 }
@@ -141,6 +252,9 @@ pub struct LaunchOutput {
 pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput> {
     let input: LaunchInput = parse_input(unwrap_state(event), "launch-run")?;
     let spec = JobSpec::from_value(&input.spec)?;
+    if let Some(allowed) = &deps.config.task_definitions {
+        allowed.check(&spec)?;
+    }
     if input.attempt == 0 || input.attempt > spec.retry.max_attempts {
         return Err(Error::invalid_input(format!(
             "attempt {} is outside 1-{} (retry.maxAttempts)",

@@ -786,6 +786,23 @@ fn check_task_definition(td: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The family of a task definition as a spec names it (a family,
+/// `family:revision` or an ARN; the spec's checks have accepted its form).
+pub fn task_definition_family(td: &str) -> &str {
+    let tail = td
+        .split_once(":task-definition/")
+        .map_or(td, |(_, tail)| tail);
+    tail.split_once(':').map_or(tail, |(family, _)| family)
+}
+
+/// The task definition family of a job stack's job (`jobs/job.yaml`):
+/// `stevedore-<stack>_<job>`. A stack name has no `_`, so the prefix
+/// `stevedore-<stack>_` names one stack's jobs and no other stack's, which
+/// is what the control plane's `ecs:RunTask` permission is scoped to.
+pub fn job_stack_family(stack: &str, job: &str) -> String {
+    format!("stevedore-{stack}_{job}")
+}
+
 /// Fargate's valid task-level CPU/memory pairs (memory in MiB).
 pub fn check_cpu_memory(cpu: u32, memory: u32) -> Result<(), String> {
     let (min, max, step) = match cpu {
@@ -1286,6 +1303,25 @@ mod tests {
         spec["memory"] = json!(16384);
         let errs = JobSpec::from_value(&spec).unwrap_err();
         assert_eq!(errs.paths(), vec!["memory"]);
+    }
+
+    #[test]
+    fn families_of_every_form() {
+        for (td, family) in [
+            ("etl", "etl"),
+            ("etl_python-2:7", "etl_python-2"),
+            (
+                "arn:aws:ecs:eu-west-1:123456789012:task-definition/etl:3",
+                "etl",
+            ),
+            (
+                "arn:aws:ecs:eu-west-1:123456789012:task-definition/etl",
+                "etl",
+            ),
+        ] {
+            assert_eq!(task_definition_family(td), family, "{td}");
+        }
+        assert_eq!(job_stack_family("prod", "orders"), "stevedore-prod_orders");
     }
 
     #[test]
