@@ -8,7 +8,7 @@
 #
 #   bash scripts/simulate.sh [--seeds N] [--first S]   # seeds S .. S+N-1 (default 1000 from 1)
 #   bash scripts/simulate.sh --seed S [--trace]        # one seed (twice: it must replay exactly)
-#   bash scripts/simulate.sh --break no-sweep|no-reaper|watch-failure-stops  # a deliberately broken control plane
+#   bash scripts/simulate.sh --break no-sweep|no-reaper|watch-failure-stops|scheduled-twice  # a deliberately broken control plane
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"

@@ -260,6 +260,8 @@ pub async fn backfill(args: BackfillArgs, backfiller: Arc<dyn Backfiller>) -> Re
             let mut input = value.clone();
             if let Some(obj) = input.as_object_mut() {
                 obj.insert("logicalTime".into(), json!(format_logical(t)));
+                // One scheduled time would let only one of the runs go.
+                obj.remove("scheduledTime");
             }
             let b = backfiller.clone();
             let job = spec.job.clone();

@@ -70,6 +70,11 @@ pub async fn rerun(args: RerunArgs, stack: &Stack) -> Result<ExitCode> {
         obj.entry("logicalTime")
             .or_insert_with(|| json!(stevedore_domain::task::format_time(t)));
     }
+    // A rerun is not the schedule's start: one execution per scheduled
+    // time runs, and the rerun would be skipped as the second.
+    if let Some(obj) = input.as_object_mut() {
+        obj.remove("scheduledTime");
+    }
     let name = match args.name {
         Some(n) => {
             check_name(&n)?;

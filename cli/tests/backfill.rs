@@ -51,6 +51,9 @@ fn a_backfill_runs_each_logical_time_at_most_n_at_once_and_its_rerun_skips_what_
         "command": ["sh", "-c", script],
         "environment": {"DAY": "${logicalDay}"},
         "concurrency": {"max": 3},
+        // Copied from a schedule's input: the backfill's runs are not that
+        // one scheduled start (else all but one would be skipped).
+        "scheduledTime": "2026-11-01T00:00:00Z",
     });
     let file = h.join("daily_load.json");
     std::fs::write(&file, spec.to_string()).unwrap();

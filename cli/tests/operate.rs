@@ -161,7 +161,11 @@ impl Deployed {
     /// A run of that execution launched by the real launch-run handler: a
     /// task in moto's ECS, the record in the table.
     async fn launched(&self, job: &str) -> (String, RunRecord) {
-        let spec = self.spec(job);
+        self.launched_with(self.spec(job)).await
+    }
+
+    /// The same for a spec of the caller's.
+    async fn launched_with(&self, spec: Value) -> (String, RunRecord) {
         let arn = self.execution(&spec).await;
         let d = self
             .sfn
@@ -190,6 +194,31 @@ impl Deployed {
         let run = self.table.get_run(&out.run_id).await.unwrap().unwrap();
         assert!(run.task_arn.is_some(), "{run:?}");
         (arn, run)
+    }
+
+    /// `stevedore rerun RUN`: what it printed, and the execution it started.
+    async fn rerun(
+        &self,
+        run_id: &str,
+    ) -> (
+        String,
+        aws_sdk_sfn::operation::describe_execution::DescribeExecutionOutput,
+    ) {
+        let out = self.run(&["rerun", run_id]);
+        assert_eq!(code(&out), 0, "{}", both(&out));
+        let stdout = text(&out.stdout);
+        let arn = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("execution  "))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        let new = self
+            .sfn
+            .describe_execution()
+            .execution_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        (stdout, new)
     }
 
     async fn fault(&self, body: Value) {
@@ -679,25 +708,12 @@ async fn rerun_starts_the_same_input_again() {
         return;
     };
     let (execution, run) = d.launched(&unique("orders")).await;
-    let out = d.run(&["rerun", &run.run_id]);
-    assert_eq!(code(&out), 0, "{}", both(&out));
-    let stdout = text(&out.stdout);
-    let arn = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("execution  "))
-        .unwrap_or_else(|| panic!("{stdout}"));
-    assert_ne!(arn, execution);
+    let (stdout, new) = d.rerun(&run.run_id).await;
+    assert_ne!(new.execution_arn(), execution);
     let old = d
         .sfn
         .describe_execution()
         .execution_arn(&execution)
-        .send()
-        .await
-        .unwrap();
-    let new = d
-        .sfn
-        .describe_execution()
-        .execution_arn(arn)
         .send()
         .await
         .unwrap();
@@ -715,6 +731,22 @@ async fn rerun_starts_the_same_input_again() {
             .starts_with(&format!("{}-rerun-", old.name().unwrap())),
         "{stdout}"
     );
+}
+
+#[tokio::test]
+async fn a_rerun_of_a_scheduled_run_is_not_the_schedules_second_start() {
+    let Some(d) = Deployed::new().await else {
+        return;
+    };
+    let mut spec = d.spec(&unique("orders"));
+    spec["logicalTime"] = json!("2026-11-24T06:00:00Z");
+    spec["scheduledTime"] = json!("2026-11-24T06:00:00Z");
+    let (_, run) = d.launched_with(spec).await;
+    let (_, new) = d.rerun(&run.run_id).await;
+    let given: Value = serde_json::from_str(new.input().unwrap()).unwrap();
+    // launch-run would skip it as a second start of 06:00's schedule.
+    assert_eq!(given.get("scheduledTime"), None, "{given}");
+    assert_eq!(given["logicalTime"], json!("2026-11-24T06:00:00Z"));
 }
 
 #[tokio::test]

@@ -101,6 +101,12 @@ impl SqliteRunStore {
              CREATE TABLE IF NOT EXISTS launch_claims (
                run_id TEXT PRIMARY KEY,
                until INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS scheduled_starts (
+               job TEXT NOT NULL,
+               scheduled TEXT NOT NULL,
+               holder TEXT NOT NULL,
+               until INTEGER NOT NULL,
+               PRIMARY KEY (job, scheduled));
              CREATE TABLE IF NOT EXISTS executions (
                execution_id TEXT PRIMARY KEY,
                history TEXT NOT NULL);",
@@ -339,6 +345,40 @@ impl RunStore for SqliteRunStore {
         .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(true)
+    }
+
+    async fn claim_scheduled_start(
+        &self,
+        job: &str,
+        scheduled: &str,
+        execution_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let held: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT holder, until FROM scheduled_starts WHERE job = ?1 AND scheduled = ?2",
+                params![job, scheduled],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db_err)?;
+        if let Some((holder, held_until)) = held {
+            if holder != execution_id && held_until > now.unix_timestamp() {
+                return Ok(Some(holder));
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO scheduled_starts (job, scheduled, holder, until) VALUES (?1, ?2, ?3, ?4)",
+            params![job, scheduled, execution_id, until.unix_timestamp()],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(None)
     }
 
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {

@@ -212,6 +212,11 @@ fn throttled(what: &str) -> Error {
 pub struct FaultyStore {
     pub inner: Arc<MemoryRunStore>,
     pub dice: Dice,
+    /// The faults of the scheduled-start claim (drawn apart, so seeds
+    /// without a schedule draw as they did before it).
+    pub claims: Dice,
+    /// Broken on purpose: every claim of a scheduled time is granted.
+    pub forget_claims: bool,
     pub rates: Rates,
     pub outages: Outages,
 }
@@ -288,6 +293,28 @@ impl RunStore for FaultyStore {
         self.before("UpdateItem (launch claim)")?;
         let out = self.inner.claim_launch(run_id, until, now).await?;
         self.after("UpdateItem (launch claim)", out)
+    }
+    async fn claim_scheduled_start(
+        &self,
+        job: &str,
+        scheduled: &str,
+        execution_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>> {
+        let what = "UpdateItem (scheduled start)";
+        if self.outages.down(Service::DynamoDb) || self.claims.chance(self.rates.store_before) {
+            return Err(throttled(what));
+        }
+        let out = self
+            .inner
+            .claim_scheduled_start(job, scheduled, execution_id, until, now)
+            .await?
+            .filter(|_| !self.forget_claims);
+        if self.claims.chance(self.rates.store_after) {
+            return Err(timed_out(what));
+        }
+        Ok(out)
     }
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
         self.before("UpdateItem (note)")?;

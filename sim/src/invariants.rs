@@ -44,6 +44,8 @@ pub const SLOTS_FREE: &str = "every slot is free at the end";
 pub const NO_EARLY_STOP: &str =
     "Stevedore stops a task only for its deadline, a cancel, or its execution's end";
 pub const CLASS_AGREES: &str = "the recorded failure class says how the task ended";
+pub const ONCE_PER_SCHEDULED_TIME: &str =
+    "one execution per job and scheduled time runs tasks, however often Scheduler delivers it";
 
 fn violation(invariant: &str, detail: String) -> Violation {
     Violation {
@@ -142,6 +144,33 @@ pub fn check(f: &Facts) -> Vec<Violation> {
                         .as_ref()
                         .map(|o| o.message.as_str())
                         .unwrap_or("no outcome")
+                ),
+            ));
+        }
+    }
+
+    // EventBridge Scheduler delivers at least once: the tasks of one
+    // scheduled time all belong to one execution.
+    let mut per_time: BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for t in &f.tasks {
+        let Some(run) = by_run.get(t.launch.run_id.as_str()) else {
+            continue;
+        };
+        if let Some(at) = run.spec.get("scheduledTime").and_then(Value::as_str) {
+            per_time
+                .entry((run.job.as_str(), at))
+                .or_default()
+                .insert(run.execution.id.as_str());
+        }
+    }
+    for ((job, at), executions) in per_time {
+        if executions.len() > 1 {
+            out.push(violation(
+                ONCE_PER_SCHEDULED_TIME,
+                format!(
+                    "{job}'s scheduled time {at} ran tasks in {} executions: {}",
+                    executions.len(),
+                    executions.into_iter().collect::<Vec<_>>().join(", ")
                 ),
             ));
         }

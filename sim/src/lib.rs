@@ -47,6 +47,9 @@ pub struct Breakage {
     /// run-job as it was before issue 23: a watch that failed past its
     /// retries stopped the task ("Wait for task" caught into "Stop task").
     pub watch_failure_stops: bool,
+    /// A store that forgets which execution claimed a scheduled time: a
+    /// second delivery of a schedule's start runs the job again.
+    pub scheduled_twice: bool,
 }
 
 /// A promise broken in one seed.
@@ -174,12 +177,16 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
     let outages = Outages::draw(&Dice::new(seed.rotate_left(32) ^ 0x6f75_7461_6765), origin);
     // So do how long calls take and when handlers start.
     let pace = Dice::new(seed.rotate_left(16) ^ 0x7061_6365);
+    // And whether EventBridge Scheduler starts the executions, twice.
+    let schedule = Dice::new(seed.rotate_left(48) ^ 0x7363_6865_6475_6c65);
     let definition = Arc::new(run_job(breakage));
     let clock = Arc::new(LocalClock::new(datetime!(2026-11-24 06:00:00 UTC)));
     let memory = Arc::new(MemoryRunStore::new());
     let store = Arc::new(FaultyStore {
         inner: memory.clone(),
         dice: dice.clone(),
+        claims: schedule.clone(),
+        forget_claims: breakage.scheduled_twice,
         rates,
         outages: outages.clone(),
     });
@@ -269,14 +276,43 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
     });
     let spec = job_spec(&dice);
     let count = dice.between(1, 4) as usize;
+    // EventBridge Scheduler: in some seeds every execution is a schedule's
+    // start (its own scheduled time in the spec), and one of them is
+    // delivered twice (at least once), the second start some time after
+    // the first. Drawn from dice of their own, so a seed without a second
+    // delivery runs as it did before.
+    let scheduled = schedule.chance(0.5);
+    let twice = (scheduled && schedule.chance(0.4)).then(|| {
+        (
+            schedule.between(0, count as u64 - 1) as usize,
+            Duration::from_secs(*schedule.pick(&[0, 1, 30, 600, 3000])),
+        )
+    });
     let mut runs = Vec::new();
+    let mut starts = Vec::new();
     for i in 0..count {
         let start_after = Duration::from_secs(dice.between(0, 1800));
         let abort_after = dice
             .chance(0.15)
             .then(|| Duration::from_secs(dice.between(1, 3 * 3600)));
+        let mut spec = spec.clone();
+        if scheduled {
+            spec["scheduledTime"] = json!(format!("2026-11-24T{:02}:00:00Z", 6 + i));
+        }
+        starts.push((format!("sim-{seed}-{i}"), spec, start_after, abort_after));
+        if let Some((_, later)) = twice.filter(|(which, _)| *which == i) {
+            let spec = starts[i].1.clone();
+            starts.push((
+                format!("sim-{seed}-{i}-again"),
+                spec,
+                start_after + later,
+                None,
+            ));
+        }
+    }
+    for (name, spec, start_after, abort_after) in starts {
         let reap_tries = if breakage.no_reaper { 0 } else { 3 };
-        let (plane, spec, dice, store) = (plane.clone(), spec.clone(), dice.clone(), store.clone());
+        let (plane, dice, store) = (plane.clone(), dice.clone(), store.clone());
         let (definition, outages, executions) =
             (definition.clone(), outages.clone(), executions.clone());
         runs.push(tokio::spawn(async move {
@@ -288,7 +324,7 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
                 &executions,
                 store,
                 spec,
-                &format!("sim-{seed}-{i}"),
+                &name,
                 abort_after,
                 reap_tries,
                 &dice,

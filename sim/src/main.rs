@@ -8,13 +8,14 @@ use std::time::Instant;
 
 use stevedore_sim::{simulate, Breakage, Report};
 
-const USAGE: &str = "usage: stevedore-sim [--seeds N] [--first S] [--seed S] [--break no-sweep|no-reaper|watch-failure-stops] [--threads T]
+const USAGE: &str = "usage: stevedore-sim [--seeds N] [--first S] [--seed S] [--break no-sweep|no-reaper|watch-failure-stops|scheduled-twice] [--threads T]
 
   --seeds N     run seeds FIRST .. FIRST+N-1 (default 1000)
   --first S     the first seed (default 1)
   --seed S      run the one seed S and show what happened in it
   --break WHAT  simulate a deliberately broken control plane (no-sweep, no-reaper,
-                watch-failure-stops: a failed watch stops the task, as before issue 23)
+                watch-failure-stops: a failed watch stops the task, as before issue 23;
+                scheduled-twice: a second delivery of a schedule's start runs the job again)
   --threads T   seeds run on T threads (default: the machine's cores)
   --trace       with --seed: print the seed's story (state machine events, runs, tasks)";
 
@@ -53,9 +54,10 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                 Some("no-sweep") => args.breakage.no_sweep = true,
                 Some("no-reaper") => args.breakage.no_reaper = true,
                 Some("watch-failure-stops") => args.breakage.watch_failure_stops = true,
+                Some("scheduled-twice") => args.breakage.scheduled_twice = true,
                 other => {
                     return Err(format!(
-                        "--break takes no-sweep, no-reaper or watch-failure-stops, not {}",
+                        "--break takes no-sweep, no-reaper, watch-failure-stops or scheduled-twice, not {}",
                         other.unwrap_or("nothing")
                     ))
                 }
@@ -81,6 +83,9 @@ fn replay_command(seed: u64, breakage: Breakage) -> String {
     }
     if breakage.watch_failure_stops {
         cmd.push_str(" --break watch-failure-stops");
+    }
+    if breakage.scheduled_twice {
+        cmd.push_str(" --break scheduled-twice");
     }
     cmd
 }

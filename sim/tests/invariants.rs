@@ -91,12 +91,16 @@ fn a_seed_replays_exactly() {
 ///   outage outlived its slot's lease (deadline + 15 minutes, now 45).
 /// - 15837: the reaper freed the slot record-run had just cut to a stopped
 ///   task's grace; the next run started beside that task.
+/// - 8374: record-run stopped the task a failed launch left running and
+///   recorded the failure; its answer was lost, and the retried invocation,
+///   finding the run FAILED, let the next attempt start 12 s later, beside
+///   the stopping task (now it waits out the stop's grace).
 #[test]
 fn the_seeds_that_found_defects_stay_fixed() {
     let (_, failing) = run_seeds(
         [
             65, 76, 95, 104, 116, 850, 934, 1191, 1349, 1921, 1926, 2601, 3733, 6075, 11970, 14248,
-            15837, 18937,
+            15837, 18937, 8374,
         ]
         .into_iter(),
         Breakage::default(),
@@ -138,6 +142,34 @@ fn a_control_plane_without_its_sweep_is_caught() {
         let whole = simulate(seed, Breakage::default());
         assert!(whole.violations.is_empty(), "{}", explain(&[whole], ""));
     }
+}
+
+#[test]
+fn a_schedule_delivered_twice_that_runs_twice_is_caught() {
+    // EventBridge Scheduler delivers at least once; with a store that
+    // forgets which execution claimed a scheduled time, the second
+    // delivery runs the job again.
+    let broken = Breakage {
+        scheduled_twice: true,
+        ..Breakage::default()
+    };
+    let report = simulate(53, broken);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.invariant == stevedore_sim::invariants::ONCE_PER_SCHEDULED_TIME),
+        "seed 53 with claims forgotten: {:?}",
+        report.violations
+    );
+    let whole = simulate(53, Breakage::default());
+    assert!(whole.violations.is_empty(), "{}", explain(&[whole], ""));
+    let (_, failing) = run_seeds(1..=300, broken);
+    assert!(
+        failing.len() >= 10,
+        "300 seeds with claims forgotten broke an invariant in {} only",
+        failing.len()
+    );
 }
 
 #[test]

@@ -66,17 +66,19 @@ CFN_STACK_NAME_MAX = 128
 # The longest sequence of AWS calls one invocation can make, per function
 # (read from the handlers; a Lambda that waits on each in turn).
 WORST_CALLS = {
-    # GetItem; slot: Query, UpdateItem, PutItem x SLOT_TRIES (3), Query; PutItem (run);
-    # UpdateItem (launch claim); RunTask, fallback UpdateItem, RunTask; UpdateItem
-    # (RUNNING); a refused write: StopTask, Query + UpdateItem (slot)
-    "LaunchRunFunction": 16,
+    # GetItem; UpdateItem (scheduled-time claim); slot: Query, UpdateItem, PutItem x
+    # SLOT_TRIES (3), Query; PutItem (run); UpdateItem (launch claim); RunTask,
+    # fallback UpdateItem, RunTask; UpdateItem (RUNNING); a refused write:
+    # StopTask, Query + UpdateItem (slot)
+    "LaunchRunFunction": 17,
     # GetItem, UpdateItem (token), DescribeTasks, UpdateItem (stop seen), SendTask*
     # — or StopTask and UpdateItem after the deadline
     "WatchTaskFunction": 5,
     # GetItem, UpdateItem (STOPPED), SendTask*
     "TaskEventsFunction": 3,
     # GetItem, ListTasks, StopTask (a failed attempt's task), UpdateItem (final),
-    # Query (failures before), UpdateItem (slot), Query
+    # Query (failures before), UpdateItem (slot), Query (a retried recording of
+    # a failure lists the attempt's tasks instead of stopping them)
     "RecordRunFunction": 7,
     # GetItem, DescribeTaskDefinition, GetLogEvents, Publish
     "NotifyFailureFunction": 4,

@@ -88,6 +88,65 @@ pub async fn run_store_contract(store: &dyn RunStore) {
     notes(store).await;
     one_task_per_run(store).await;
     launch_claims(store).await;
+    scheduled_starts(store).await;
+}
+
+/// One execution per job and scheduled time: the holder may claim again,
+/// another execution is told who holds it until the claim runs out; other
+/// times and other jobs are separate.
+async fn scheduled_starts(store: &dyn RunStore) {
+    let t0 = datetime!(2026-11-24 06:00:00 UTC);
+    let until = t0 + time::Duration::hours(25);
+    let job = unique("job");
+    let at = "2026-11-24T06:00:00Z";
+    let (e1, e2) = (unique("exec"), unique("exec"));
+    let claim = |job: String, at: &'static str, who: String, until, now| async move {
+        store
+            .claim_scheduled_start(&job, at, &who, until, now)
+            .await
+            .unwrap()
+    };
+    assert_eq!(claim(job.clone(), at, e1.clone(), until, t0).await, None);
+    let later = t0 + time::Duration::minutes(5);
+    assert_eq!(
+        claim(job.clone(), at, e1.clone(), until, later).await,
+        None,
+        "the holder again"
+    );
+    assert_eq!(
+        claim(job.clone(), at, e2.clone(), until, later).await,
+        Some(e1.clone()),
+        "a second execution for the same time"
+    );
+    assert_eq!(
+        claim(
+            job.clone(),
+            "2026-11-25T06:00:00Z",
+            e2.clone(),
+            until,
+            later
+        )
+        .await,
+        None
+    );
+    assert_eq!(
+        claim(unique("job"), at, e2.clone(), until, later).await,
+        None
+    );
+    let after = until + time::Duration::seconds(1);
+    assert_eq!(
+        claim(
+            job.clone(),
+            at,
+            e2.clone(),
+            after + time::Duration::hours(25),
+            after
+        )
+        .await,
+        None,
+        "a claim run out is free"
+    );
+    assert_eq!(claim(job, at, e1, after, after).await, Some(e2));
 }
 
 /// A run names one task: a change naming another is refused, not applied

@@ -881,3 +881,92 @@ async fn a_run_names_only_its_own_jobs_task_definition_or_one_listed_by_hand() {
         assert!(err.contains("TASK_DEFINITIONS"), "{bad}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_second_start_for_one_scheduled_time_is_skipped_without_a_task() {
+    let w = World::new();
+    // Room for all: only the scheduled time may keep one out.
+    let scheduled = spec(json!({
+        "scheduledTime": "2026-11-24T06:00:00Z",
+        "logicalTime": "2026-11-24T06:00:00Z",
+        "concurrency": {"max": 4}
+    }));
+    let first = w
+        .launch_in("e1", scheduled.clone(), 1, None)
+        .await
+        .expect("first");
+    assert_eq!(first.status, launch_run::LaunchStatus::Launched);
+    let second = w
+        .launch_in("e2", scheduled.clone(), 1, None)
+        .await
+        .expect("second");
+    assert_eq!(second.status, launch_run::LaunchStatus::Skipped);
+    assert!(second.message.contains("e1"), "{}", second.message);
+    assert_eq!(w.tasks.launches().len(), 1, "the duplicate started no task");
+    let run = w
+        .store
+        .get_run(&second.run_id)
+        .await
+        .unwrap()
+        .expect("recorded");
+    assert_eq!(run.status, RunStatus::Skipped);
+    assert!(
+        w.store.held_slots().iter().all(|s| !s.2.ends_with("e2")),
+        "no slot for it"
+    );
+
+    // The first execution's own retries go on.
+    let retry = w
+        .launch_in("e1", scheduled.clone(), 2, None)
+        .await
+        .expect("attempt 2");
+    assert_eq!(retry.status, launch_run::LaunchStatus::Launched);
+    // Another scheduled time, and a start without one, are not held back.
+    let mut next = scheduled.clone();
+    next["scheduledTime"] = json!("2026-11-25T06:00:00Z");
+    let other = w.launch_in("e3", next, 1, None).await.expect("next day");
+    assert_eq!(other.status, launch_run::LaunchStatus::Launched);
+    // A day and more later (past Scheduler's retries), the time is free again.
+    w.clock.advance(Duration::hours(26));
+    let late = w.launch_in("e4", scheduled, 1, None).await.expect("late");
+    assert_eq!(late.status, launch_run::LaunchStatus::Launched);
+}
+
+/// record-run stopped the task a failed launch left running, recorded the
+/// failure, and its answer was lost: the retried invocation finds the run
+/// FAILED, and the next attempt still waits out the stopped task's grace
+/// (simulator seed 8374 started it 12 s after the stop, beside it).
+#[tokio::test]
+async fn a_retried_record_of_a_stopped_stray_task_still_waits_out_its_grace() {
+    let w = World::new();
+    let s = spec(
+        json!({"timeout": "10m", "retry": {"maxAttempts": 2, "on": ["TimedOut"], "delay": "10s"}}),
+    );
+    w.store.fail_next_change_to(
+        RunStatus::Running,
+        Error::transient("UpdateItem timed out"),
+        FaultTiming::Before,
+    );
+    let err = w.launch(s.clone(), 1, None).await.unwrap_err();
+    w.clock.advance(Duration::minutes(11));
+    w.store.fail_next_change_to(
+        RunStatus::Failed,
+        Error::transient("UpdateItem timed out"),
+        FaultTiming::After,
+    );
+    record_run::function_handler(&w.record_deps(), caught(&s, &err))
+        .await
+        .expect_err("the answer is lost");
+    assert_eq!(w.tasks.stops().len(), 1, "the stray task was asked to stop");
+    let rec = record_run::function_handler(&w.record_deps(), caught(&s, &err))
+        .await
+        .expect("recorded again");
+    assert_eq!(rec.status, RunStatus::Failed);
+    assert!(rec.retry);
+    let grace = stevedore_domain::flow::STOP_GRACE_SECONDS as u64;
+    assert!(
+        rec.retry_delay_seconds.is_some_and(|d| d >= grace),
+        "the next attempt waits {:?} s, not the {grace} s of the stop's grace",
+        rec.retry_delay_seconds
+    );
+}

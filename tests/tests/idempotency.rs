@@ -71,6 +71,18 @@ impl RunStore for FailFirstChange {
     ) -> Result<bool> {
         self.inner.claim_launch(run_id, until, now).await
     }
+    async fn claim_scheduled_start(
+        &self,
+        job: &str,
+        scheduled: &str,
+        execution_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>> {
+        self.inner
+            .claim_scheduled_start(job, scheduled, execution_id, until, now)
+            .await
+    }
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
         self.inner.add_note(run_id, note).await
     }

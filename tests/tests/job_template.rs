@@ -127,6 +127,13 @@ fn the_example_jobs_schedule_input_is_a_job_spec_launch_run_accepts() {
             .map(stevedore_domain::logical::format_logical),
         Some(SCHEDULED.to_string())
     );
+    // And it is the scheduled time launch-run runs once (Scheduler
+    // delivers at least once).
+    assert_eq!(
+        spec.scheduled_time
+            .map(stevedore_domain::logical::format_logical),
+        Some(SCHEDULED.to_string())
+    );
     assert_eq!(spec.job, "example-0f1e2d3c");
     assert_eq!(
         spec.task_definition,

@@ -317,6 +317,18 @@ impl RunStore for CutShort {
     ) -> Result<bool> {
         self.0.claim_launch(run_id, until, now).await
     }
+    async fn claim_scheduled_start(
+        &self,
+        job: &str,
+        scheduled: &str,
+        execution_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>> {
+        self.0
+            .claim_scheduled_start(job, scheduled, execution_id, until, now)
+            .await
+    }
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {
         self.0.add_note(run_id, note).await
     }

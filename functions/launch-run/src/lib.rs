@@ -193,6 +193,11 @@ pub const SLOT_LEASE_PAST_DEADLINE_MINUTES: i64 = 45;
 /// `check_template.py`), after which Lambda has ended the invocation.
 pub const LAUNCH_CLAIM_SECONDS: i64 = 240;
 
+/// How long past its scheduled time (or now, if later) a scheduled start's
+/// claim lasts: longer than EventBridge Scheduler retries a start (at most
+/// 24 hours, `MaximumEventAgeInSeconds`), so a late duplicate finds it.
+pub const SCHEDULED_START_CLAIM_HOURS: i64 = 25;
+
 pub struct Deps {
     pub tasks: Arc<dyn TaskRunner>,
     pub runs: Arc<dyn RunStore>,
@@ -323,6 +328,43 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<LaunchOutput>
     if let Some(run) = &existing {
         if let Some(done) = already_settled(run, &output) {
             return done;
+        }
+    }
+
+    // One execution per scheduled time runs the job: EventBridge Scheduler
+    // delivers at least once, and a second execution for the same time is
+    // skipped (before it could take a concurrency slot from the first).
+    if let Some(scheduled) = spec.scheduled_time {
+        let until = scheduled.max(now) + time::Duration::hours(SCHEDULED_START_CLAIM_HOURS);
+        let holder = deps
+            .runs
+            .claim_scheduled_start(
+                &spec.job,
+                &format_time(scheduled),
+                &input.execution.id,
+                until,
+                now,
+            )
+            .await?;
+        if let Some(holder) = holder {
+            let message = format!(
+                "{}'s run for its scheduled time {} was started already, by execution {holder}: EventBridge Scheduler delivers a schedule's start at least once, and this second start is skipped",
+                spec.job,
+                format_time(scheduled)
+            );
+            let skipped = RunRecord {
+                status: RunStatus::Skipped,
+                outcome: Some(Outcome::failed(
+                    FailureClass::JobAlreadyRunning,
+                    message.clone(),
+                    None,
+                )),
+                finished_at: Some(now),
+                ..record
+            };
+            deps.runs.create_run(&skipped).await?;
+            warn!(run_id = %id, holder = %holder, "a second start of one scheduled time");
+            return Ok(output(LaunchStatus::Skipped, None, capacity, message));
         }
     }
 

@@ -240,6 +240,14 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
         (_, RunStatus::Stopped) => {
             finalize(deps.runs.as_ref(), &deps.prices, &deps.region, &run, now).await?
         }
+        // A failure recorded before, by an invocation whose answer was
+        // lost: a task it stopped may still be winding down, and the next
+        // attempt (which holds the same slot) must wait out its grace.
+        (Some(_), RunStatus::Failed) => {
+            let tasks = attempt_tasks(deps, &run, now).await?;
+            task_stopping = tasks.iter().any(|t| !t.is_stopped());
+            run
+        }
         (_, status) if status.is_terminal() => run,
         (None, status) => {
             return Err(Error::invalid_input(format!(

@@ -4,6 +4,7 @@
 //! |---|---|---|---|
 //! | run | `RUN#<run id>` | `RUN` | every [`RunRecord`] field as an attribute; `jobCreated` and `executionId` feed the indexes; `expiresAt` is the TTL |
 //! | concurrency slot | `SLOT#<job>` | `<n>` | `holder` (execution id), `leaseUntil` (epoch s) |
+//! | scheduled start | `START#<job>#<scheduled time>` | `START` | `holder` (execution id), `claimUntil` (epoch s), `expiresAt` (TTL) |
 //!
 //! Index `by-job` (`job`, `jobCreated`): runs of a job, newest first.
 //! Index `by-execution` (`executionId`, `attempt`): the attempts of an execution.
@@ -714,6 +715,48 @@ impl RunStore for DynamoDbRunStore {
             Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
                 Ok(false)
             }
+            Err(e) => Err(classify("UpdateItem", &e)),
+        }
+    }
+
+    #[instrument(skip_all, fields(job = %job, scheduled = %scheduled))]
+    async fn claim_scheduled_start(
+        &self,
+        job: &str,
+        scheduled: &str,
+        execution_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("START#{job}#{scheduled}")))
+            .key("sk", s("START"))
+            .update_expression("SET holder = :me, claimUntil = :until, expiresAt = :exp")
+            .condition_expression("attribute_not_exists(pk) OR holder = :me OR claimUntil <= :now")
+            .expression_attribute_values(":me", s(execution_id))
+            .expression_attribute_values(":until", n(until.unix_timestamp()))
+            .expression_attribute_values(":now", n(now.unix_timestamp()))
+            // DynamoDB's TTL deletes within days, not at once: the
+            // condition on claimUntil decides, expiresAt only cleans up.
+            .expression_attribute_values(":exp", n(until.unix_timestamp() + 86_400))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(SdkError::ServiceError(se)) => match se.err() {
+                UpdateItemError::ConditionalCheckFailedException(c) => Ok(Some(
+                    c.item()
+                        .and_then(|item| item.get("holder"))
+                        .and_then(|h| h.as_s().ok())
+                        .cloned()
+                        .unwrap_or_else(|| "another execution".to_string()),
+                )),
+                _ => Err(classify("UpdateItem", &SdkError::ServiceError(se))),
+            },
             Err(e) => Err(classify("UpdateItem", &e)),
         }
     }

@@ -44,6 +44,8 @@ pub struct MemoryRunStore {
     races: Mutex<Vec<(RunStatus, RunChange)>>,
     create_faults: Mutex<Vec<(Error, FaultTiming)>>,
     launch_claims: Mutex<BTreeMap<String, OffsetDateTime>>,
+    /// (job, scheduled time) → (execution, claimed until).
+    scheduled_starts: Mutex<BTreeMap<(String, String), (String, OffsetDateTime)>>,
 }
 
 impl MemoryRunStore {
@@ -208,6 +210,27 @@ impl RunStore for MemoryRunStore {
         }
         claims.insert(run_id.to_string(), until);
         Ok(true)
+    }
+
+    async fn claim_scheduled_start(
+        &self,
+        job: &str,
+        scheduled: &str,
+        execution_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>> {
+        let mut claims = lock(&self.scheduled_starts);
+        let key = (job.to_string(), scheduled.to_string());
+        match claims.get(&key) {
+            Some((holder, held)) if holder != execution_id && *held > now => {
+                Ok(Some(holder.clone()))
+            }
+            _ => {
+                claims.insert(key, (execution_id.to_string(), until));
+                Ok(None)
+            }
+        }
     }
 
     async fn add_note(&self, run_id: &str, note: &str) -> Result<bool> {

@@ -130,6 +130,20 @@ pub trait RunStore: Send + Sync {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<bool>;
+    /// Claims one scheduled time of a job (`scheduled`, as the schedule
+    /// wrote it) for the execution `execution_id` until `until`: EventBridge
+    /// Scheduler delivers at least once, and a second execution started for
+    /// the same time must not run the job again. `None` when the claim is
+    /// this execution's (now or already); `Some(holder)`, the execution that
+    /// holds it, otherwise. A claim past its `until` is free to take.
+    async fn claim_scheduled_start(
+        &self,
+        job: &str,
+        scheduled: &str,
+        execution_id: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>>;
 }
 
 /// Whether a task token was delivered.

@@ -176,6 +176,17 @@ pub struct JobSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub logical_time: Option<time::OffsetDateTime>,
+    /// The time EventBridge Scheduler fired for, when a schedule started
+    /// the run (`jobs/job.yaml` writes it): one execution per job and
+    /// scheduled time runs the job, and a second start for the same time
+    /// (Scheduler delivers at least once) is skipped. Reruns and backfills
+    /// leave it out.
+    #[serde(
+        default,
+        with = "crate::task::lenient_time",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub scheduled_time: Option<time::OffsetDateTime>,
 }
 
 fn ser_duration<S: serde::Serializer>(seconds: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -260,6 +271,7 @@ const TOP_FIELDS: &[&str] = &[
     "notify",
     "tags",
     "logicalTime",
+    "scheduledTime",
 ];
 
 impl JobSpec {
@@ -334,18 +346,12 @@ impl JobSpec {
                 errs.add(format!("environment.{k}"), m);
             }
         }
-        let logical_time = errs.opt_str(map, "", "logicalTime").and_then(|s| {
-            match time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339) {
-                Ok(t) => Some(t),
-                Err(_) => {
-                    errs.add(
-                        "logicalTime",
-                        format!("`{s}` is not an RFC 3339 time: write it as 2026-11-27T00:00:00Z"),
-                    );
-                    None
-                }
-            }
-        });
+        let logical_time = errs.opt_time(map, "logicalTime", "write it as 2026-11-27T00:00:00Z");
+        let scheduled_time = errs.opt_time(
+            map,
+            "scheduledTime",
+            "the schedule writes it (<aws.scheduler.scheduled-time>); a run started by hand leaves it out",
+        );
         let not_secrets = errs
             .opt_string_list(map, "", "notSecrets")
             .unwrap_or_default();
@@ -545,6 +551,7 @@ impl JobSpec {
             notify,
             tags,
             logical_time,
+            scheduled_time,
         })
     }
 
@@ -979,6 +986,23 @@ impl Errors {
         }
     }
 
+    /// A top-level RFC 3339 time; `hint` says how to write it.
+    fn opt_time(
+        &mut self,
+        map: &Map<String, Value>,
+        key: &str,
+        hint: &str,
+    ) -> Option<time::OffsetDateTime> {
+        let s = self.opt_str(map, "", key)?;
+        match time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                self.add(key, format!("`{s}` is not an RFC 3339 time: {hint}"));
+                None
+            }
+        }
+    }
+
     fn opt_str(&mut self, map: &Map<String, Value>, prefix: &str, key: &str) -> Option<String> {
         match map.get(key)? {
             Value::Null => None,
@@ -1303,6 +1327,30 @@ mod tests {
         spec["memory"] = json!(16384);
         let errs = JobSpec::from_value(&spec).unwrap_err();
         assert_eq!(errs.paths(), vec!["memory"]);
+    }
+
+    #[test]
+    fn times_are_rfc3339_and_a_placeholder_left_unfilled_says_so() {
+        let mut v = minimal();
+        v["logicalTime"] = json!("2026-11-27T06:00:00Z");
+        v["scheduledTime"] = json!("2026-11-27T06:00:00Z");
+        let spec = JobSpec::from_value(&v).unwrap();
+        assert_eq!(spec.scheduled_time, spec.logical_time);
+        assert_eq!(
+            JobSpec::from_value(&spec.to_value())
+                .unwrap()
+                .scheduled_time,
+            spec.scheduled_time,
+            "the record's spec keeps it"
+        );
+        v["scheduledTime"] = json!("<aws.scheduler.scheduled-time>");
+        let errs = JobSpec::from_value(&v).unwrap_err();
+        assert_eq!(errs.paths(), vec!["scheduledTime"]);
+        assert!(
+            errs.to_string()
+                .contains("a run started by hand leaves it out"),
+            "{errs}"
+        );
     }
 
     #[test]
