@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use stevedore_domain::alert::Alert;
 use stevedore_domain::memory::MemoryRunStore;
 use stevedore_domain::ports::{
-    ExecutionState, Executions, Notifier, RunStore, TaskTokens, TokenDelivery,
+    Clock, ExecutionState, Executions, Notifier, RunStore, TaskTokens, TokenDelivery,
 };
 use stevedore_domain::run::{
     ChangeOutcome, CreateOutcome, RunChange, RunQuery, RunRecord, SlotGrant,
@@ -217,6 +217,11 @@ pub struct FaultyStore {
     pub claims: Dice,
     /// Broken on purpose: every claim of a scheduled time is granted.
     pub forget_claims: bool,
+    /// How far the table's indexes (`by-execution`, `by-job`) lag behind
+    /// it: a run written less than this long ago is not listed yet
+    /// (DynamoDB's global secondary indexes are eventually consistent).
+    pub index_lag: time::Duration,
+    pub clock: Arc<dyn Clock>,
     pub rates: Rates,
     pub outages: Outages,
 }
@@ -231,6 +236,13 @@ impl FaultyStore {
             });
         }
         Ok(())
+    }
+    /// What an index lists of `runs`: not the ones written within its lag.
+    fn indexed(&self, runs: Vec<RunRecord>) -> Vec<RunRecord> {
+        let seen_until = self.clock.now() - self.index_lag;
+        runs.into_iter()
+            .filter(|r| r.created_at <= seen_until)
+            .collect()
     }
     fn after<T>(&self, what: &str, out: T) -> Result<T> {
         if self.dice.chance(self.rates.store_after) {
@@ -258,11 +270,11 @@ impl RunStore for FaultyStore {
     }
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
         self.before("Query")?;
-        self.inner.list_runs(query).await
+        Ok(self.indexed(self.inner.list_runs(query).await?))
     }
     async fn runs_of_execution(&self, execution_id: &str) -> Result<Vec<RunRecord>> {
         self.before("Query")?;
-        self.inner.runs_of_execution(execution_id).await
+        Ok(self.indexed(self.inner.runs_of_execution(execution_id).await?))
     }
     async fn acquire_slot(
         &self,

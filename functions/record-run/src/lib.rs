@@ -245,7 +245,7 @@ pub async fn function_handler(deps: &Deps, event: Value) -> Result<RecordOutput>
         // attempt (which holds the same slot) must wait out its grace.
         (Some(_), RunStatus::Failed) => {
             let tasks = attempt_tasks(deps, &run, now).await?;
-            task_stopping = tasks.iter().any(|t| !t.is_stopped());
+            task_stopping = tasks.iter().any(TaskDescription::may_run);
             run
         }
         (_, status) if status.is_terminal() => run,

@@ -89,6 +89,21 @@ impl TaskDescription {
                 ))
     }
 
+    /// ECS has it in a state where its containers may run: from
+    /// PROVISIONING until STOPPED (not a task ECS no longer knows).
+    pub fn may_run(&self) -> bool {
+        matches!(
+            self.last_status.as_str(),
+            "PROVISIONING"
+                | "PENDING"
+                | "ACTIVATING"
+                | "RUNNING"
+                | "DEACTIVATING"
+                | "STOPPING"
+                | "DEPROVISIONING"
+        )
+    }
+
     /// `x86_64` or `arm64`, from the task's `ecs.cpu-architecture` attribute.
     pub fn architecture(&self) -> Option<&str> {
         self.attributes
@@ -185,6 +200,21 @@ pub mod lenient_time {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_may_run_from_provisioning_until_stopped() {
+        let task = |status: &str| TaskDescription {
+            last_status: status.into(),
+            ..Default::default()
+        };
+        for live in ["PROVISIONING", "PENDING", "RUNNING", "DEPROVISIONING"] {
+            assert!(task(live).may_run(), "{live}");
+        }
+        // Stopped, or a task ECS no longer knows (a lookup's placeholder).
+        for gone in ["STOPPED", "MISSING", ""] {
+            assert!(!task(gone).may_run(), "{gone}");
+        }
+    }
 
     #[test]
     fn parses_a_real_task_state_change_event_and_ignores_unknown_fields() {
