@@ -222,6 +222,8 @@ pub struct FaultyStore {
     /// (DynamoDB's global secondary indexes are eventually consistent).
     pub index_lag: time::Duration,
     pub clock: Arc<dyn Clock>,
+    /// When each run's record first became terminal (virtual time).
+    pub terminal_at: Mutex<std::collections::BTreeMap<String, OffsetDateTime>>,
     pub rates: Rates,
     pub outages: Outages,
 }
@@ -266,6 +268,15 @@ impl RunStore for FaultyStore {
     async fn change_run(&self, run_id: &str, change: &RunChange) -> Result<ChangeOutcome> {
         self.before("UpdateItem")?;
         let out = self.inner.change_run(run_id, change).await?;
+        if let ChangeOutcome::Applied(run) = &out {
+            if run.status.is_terminal() {
+                self.terminal_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(run_id.to_string())
+                    .or_insert_with(|| self.clock.now());
+            }
+        }
         self.after("UpdateItem", out)
     }
     async fn list_runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {

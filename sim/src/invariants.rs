@@ -27,6 +27,15 @@ pub struct Facts<'a> {
     pub now: OffsetDateTime,
     /// Seen by the cluster as they happened.
     pub cluster_violations: Vec<(String, String)>,
+    /// When a service was down (from, until).
+    pub outages: Vec<(OffsetDateTime, OffsetDateTime)>,
+    /// The control plane's `CHECK_INTERVAL_SECONDS`.
+    pub check_interval_seconds: u64,
+    /// When each run's record first became terminal.
+    pub terminal_at: BTreeMap<String, OffsetDateTime>,
+    /// The share of calls that fail on their own (0 in a calm seed, 0.35
+    /// in the worst storm).
+    pub fault_rate: f64,
 }
 
 pub const TASKS_STOPPED: &str = "every task started is stopped";
@@ -44,6 +53,14 @@ pub const SLOTS_FREE: &str = "every slot is free at the end";
 pub const NO_EARLY_STOP: &str =
     "Stevedore stops a task only for its deadline, a cancel, or its execution's end";
 pub const CLASS_AGREES: &str = "the recorded failure class says how the task ended";
+pub const RECORDED_IN_TIME: &str =
+    "when AWS answers, a task's end is recorded within its check interval and RECORD_BOUND";
+/// How long past the job's check interval (the poll that catches a lost
+/// event) a task's end may take to be recorded while no service is down:
+/// retried handlers in a storm of failing calls, the poll's own delay.
+/// "AWS answers": no outage, and at most this share of calls failing.
+pub const ANSWERING_FAULT_RATE: f64 = 0.05;
+pub const RECORD_BOUND: time::Duration = time::Duration::minutes(5);
 pub const ONCE_PER_SCHEDULED_TIME: &str =
     "one execution per job and scheduled time runs tasks, however often Scheduler delivers it";
 
@@ -144,6 +161,53 @@ pub fn check(f: &Facts) -> Vec<Violation> {
                         .as_ref()
                         .map(|o| o.message.as_str())
                         .unwrap_or("no outcome")
+                ),
+            ));
+        }
+    }
+
+    // A task that ended by itself is recorded within a bound while AWS
+    // answers: the event, or the poll of the job's check interval when the
+    // event is lost, then the record (retried through failing calls).
+    for t in &f.tasks {
+        let (true, Some(stopped), Some(run)) = (
+            t.ended_by_itself,
+            t.desc.stopped_at,
+            by_run.get(t.launch.run_id.as_str()),
+        ) else {
+            continue;
+        };
+        if run.task_arn.as_deref() != Some(t.desc.task_arn.as_str()) {
+            continue;
+        }
+        let Ok(spec) = run.job_spec() else { continue };
+        let bound = time::Duration::seconds(spec.check_seconds(f.check_interval_seconds) as i64)
+            + RECORD_BOUND;
+        // An outage in the window, or an execution aborted meanwhile, is
+        // outside the promise (the reaper records such a run).
+        let troubled = f
+            .outages
+            .iter()
+            .any(|(from, until)| *from <= stopped + bound && *until >= stopped)
+            || by_execution
+                .get(run.execution.id.as_str())
+                .is_some_and(|e| e.ending == Ending::Aborted);
+        if troubled || f.fault_rate > ANSWERING_FAULT_RATE {
+            continue;
+        }
+        let recorded = f.terminal_at.get(&run.run_id).copied();
+        if recorded.is_none_or(|r| r > stopped + bound) {
+            out.push(violation(
+                RECORDED_IN_TIME,
+                format!(
+                    "task {} of run {} stopped at {stopped}; its end was recorded {} (the bound: {} s)",
+                    t.desc.task_arn,
+                    run.run_id,
+                    recorded.map_or("never".to_string(), |r| format!(
+                        "at {r}, {} s later",
+                        (r - stopped).whole_seconds()
+                    )),
+                    bound.whole_seconds()
                 ),
             ));
         }

@@ -16,7 +16,9 @@
 //! task stopped, never more live tasks than `concurrency.max`, one task per
 //! attempt, every execution ended, one terminal record per attempt that
 //! agrees with its task, an alert (or its durable fallback) for every final
-//! failure and none for a success, every slot free.
+//! failure and none for a success, every slot free, one execution per
+//! scheduled time, and, while AWS answers, every task's end recorded within
+//! its check interval and [`invariants::RECORD_BOUND`].
 
 pub mod ecs;
 pub mod faults;
@@ -194,6 +196,7 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
             *Dice::new(seed.rotate_left(40) ^ 0x0069_6e64_6578).pick(&[0, 0, 0, 1, 2, 5, 60]),
         ),
         clock: clock.clone(),
+        terminal_at: Mutex::new(Default::default()),
         rates,
         outages: outages.clone(),
     });
@@ -211,11 +214,12 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
         outages: outages.clone(),
     });
     let lambda: Arc<OnceLock<Arc<FaultyLambda>>> = Arc::new(OnceLock::new());
+    let check_interval_seconds: u64 = *dice.pick(&[60, 300, 900]);
     let config = {
         let (d1, d2, lambda) = (dice.clone(), dice.clone(), lambda.clone());
         let (o1, o2) = (outages.clone(), outages.clone());
         PlaneConfig {
-            check_interval_seconds: *dice.pick(&[60, 300, 900]),
+            check_interval_seconds,
             wrap_resources: Some(Box::new(move |handlers| {
                 let wrapped = Arc::new(FaultyLambda {
                     inner: handlers,
@@ -389,6 +393,24 @@ async fn world(seed: u64, breakage: Breakage, trace: bool) -> Report {
         dead_letters,
         quiet_at,
         now: clock.now(),
+        // Virtual time: the clock started at 06:00 when tokio's clock was `origin`.
+        outages: outages
+            .0
+            .iter()
+            .map(|o| {
+                let at =
+                    |i: tokio::time::Instant| datetime!(2026-11-24 06:00:00 UTC) + (i - origin);
+                (at(o.from), at(o.until))
+            })
+            .collect(),
+        check_interval_seconds,
+        // store_before is the seed's fault scale (Rates::draw).
+        fault_rate: rates.store_before,
+        terminal_at: store
+            .terminal_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
         cluster_violations: ecs
             .cluster
             .lock()
