@@ -413,6 +413,35 @@ pub const RECOVERY_LOOKBACK: u32 = 100;
 mod tests {
     use super::*;
 
+    /// What notify-failure and record-run read from a state: the failure (a
+    /// caught error first, else record-run's decision) and a job name only
+    /// when it is one (a name an invalid spec carries may be anything).
+    #[test]
+    fn an_attempts_failure_and_job_come_from_its_state() {
+        use serde_json::json;
+        let input = |v: serde_json::Value| -> AttemptInput { serde_json::from_value(v).unwrap() };
+        let caught = input(
+            json!({"error": {"Error": "Transient", "Cause": "timed out"},
+            "record": {"error": "ExitedNonZero", "cause": "exit 3"}}),
+        );
+        assert_eq!(caught.failure().map(|e| e.error), Some("Transient".into()));
+        let decided = input(json!({"record": {"error": "ExitedNonZero", "cause": "exit 3"}}));
+        let failure = decided.failure().expect("record-run's decision");
+        assert_eq!(
+            (failure.error.as_str(), failure.cause.as_str()),
+            ("ExitedNonZero", "exit 3")
+        );
+        assert_eq!(input(json!({"record": {"cause": "ok"}})).failure(), None);
+
+        let job = |name: &str| input(json!({"spec": {"job": name}})).job();
+        assert_eq!(job("orders_daily-2"), Some("orders_daily-2".into()));
+        assert_eq!(job(&"j".repeat(64)), Some("j".repeat(64)));
+        for bad in ["", "orders daily", "orders/../x", &"j".repeat(65)] {
+            assert_eq!(job(bad), None, "{bad:?}");
+        }
+        assert_eq!(input(json!({"spec": {"job": 7}})).job(), None);
+    }
+
     #[test]
     fn step_inputs_are_unwrapped_for_first_and_later_attempts() {
         use serde_json::json;
