@@ -459,24 +459,6 @@ def check_function_timeouts(path, template, problems):
             problems.append(f"{path}: {name} has no worst case in WORST_CALLS")
 
 
-def refs_in(value):
-    """Every resource name a value refers to (Ref, Fn::GetAtt), at any depth."""
-    out = set()
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k == "Ref" and isinstance(v, str):
-                out.add(v)
-            elif k == "Fn::GetAtt":
-                target = v[0] if isinstance(v, list) else str(v).split(".")[0]
-                out.add(target)
-            else:
-                out |= refs_in(v)
-    elif isinstance(value, list):
-        for v in value:
-            out |= refs_in(v)
-    return out
-
-
 def check_alarms(path, template, problems):
     """Every dead-letter queue is watched by an alarm that fires on each new
     letter (not only while letters wait), and no alarm publishes to a
@@ -489,8 +471,8 @@ def check_alarms(path, template, problems):
             continue
         watching = [
             a for a, alarm in alarms.items()
-            if name in refs_in((alarm.get("Properties") or {}).get("Metrics"))
-            or name in refs_in((alarm.get("Properties") or {}).get("Dimensions"))
+            if name in refs((alarm.get("Properties") or {}).get("Metrics"))
+            or name in refs((alarm.get("Properties") or {}).get("Dimensions"))
         ]
         if not watching:
             problems.append(f"{path}: no alarm watches the queue {name}")
@@ -505,7 +487,7 @@ def check_alarms(path, template, problems):
                 f"{path}: the alarms on {name} ({', '.join(watching)}) fire only while letters wait: a second one arrives unseen"
             )
     for a, alarm in alarms.items():
-        for target in refs_in((alarm.get("Properties") or {}).get("AlarmActions")):
+        for target in refs((alarm.get("Properties") or {}).get("AlarmActions")):
             topic = resources.get(target)
             if topic and topic.get("Type") == "AWS::SNS::Topic" and (topic.get("Properties") or {}).get("KmsMasterKeyId"):
                 problems.append(f"{path}: {a} publishes to the KMS-encrypted topic {target}, whose failure it may be reporting")

@@ -88,6 +88,29 @@ impl MemoryWorld {
             },
         }
     }
+    pub fn reap_deps(&self) -> reap_execution::Deps {
+        reap_execution::Deps {
+            tasks: self.tasks.clone(),
+            runs: self.store.clone(),
+            clock: self.clock.clone(),
+            prices: PriceTable::builtin(),
+            region: "us-east-1".into(),
+        }
+    }
+    /// The reaper, given EventBridge's event for the execution named
+    /// `execution` ending with `status`.
+    pub async fn reap(
+        &self,
+        execution: &str,
+        status: &str,
+    ) -> Result<reap_execution::ReapOutput, Error> {
+        let arn = Self::execution(execution)["id"].clone();
+        reap_execution::function_handler(
+            &self.reap_deps(),
+            json!({"detail-type": "Step Functions Execution Status Change", "detail": {"executionArn": arn, "status": status}}),
+        )
+        .await
+    }
     /// The execution (by name) a state machine input carries.
     pub fn execution(name: &str) -> Value {
         json!({"id": format!("arn:aws:states:us-east-1:123456789012:execution:stevedore-run-job:{name}"), "name": name, "startTime": "2026-11-24T06:00:00Z"})

@@ -299,20 +299,7 @@ async fn a_stop_reported_while_the_reaper_cancels_is_still_recorded() {
             ..RunChange::to(RunStatus::Stopped)
         },
     );
-    let deps = reap_execution::Deps {
-        tasks: w.tasks.clone(),
-        runs: w.store.clone(),
-        clock: w.clock.clone(),
-        prices: stevedore_domain::cost::PriceTable::builtin(),
-        region: "us-east-1".into(),
-    };
-    let execution = World::execution("e1")["id"].as_str().unwrap().to_string();
-    let reaped = reap_execution::function_handler(
-        &deps,
-        json!({"detail-type": "Step Functions Execution Status Change", "detail": {"executionArn": execution, "status": "ABORTED"}}),
-    )
-    .await
-    .unwrap();
+    let reaped = w.reap("e1", "ABORTED").await.unwrap();
     let run = w.store.get_run(&out.run_id).await.unwrap().unwrap();
     assert!(
         run.status.is_terminal(),
@@ -560,20 +547,7 @@ async fn an_aborted_executions_slot_is_held_through_its_tasks_stop_grace() {
     let s = spec(json!({"concurrency": {"max": 1, "whenBusy": "skip"}}));
     let first = w.launch_in("e1", s.clone(), 1, None).await.unwrap();
     assert!(first.task_arn.is_some());
-    let deps = reap_execution::Deps {
-        tasks: w.tasks.clone(),
-        runs: w.store.clone(),
-        clock: w.clock.clone(),
-        prices: stevedore_domain::cost::PriceTable::builtin(),
-        region: "us-east-1".into(),
-    };
-    let execution = World::execution("e1")["id"].as_str().unwrap().to_string();
-    let reaped = reap_execution::function_handler(
-        &deps,
-        json!({"detail-type": "Step Functions Execution Status Change", "detail": {"executionArn": execution, "status": "ABORTED"}}),
-    )
-    .await
-    .unwrap();
+    let reaped = w.reap("e1", "ABORTED").await.unwrap();
     assert_eq!(reaped.cancelled, vec![first.run_id.clone()]);
     assert_eq!(w.tasks.stops().len(), 1);
     let during = w.launch_in("e2", s.clone(), 1, None).await.unwrap();
@@ -671,20 +645,7 @@ async fn the_reaper_holds_a_pending_runs_slot_through_the_stop_grace() {
         FaultTiming::Before,
     );
     let _ = w.launch(spec(json!({})), 1, None).await.unwrap_err();
-    let execution = World::execution("e1")["id"].as_str().unwrap().to_string();
-    let deps = reap_execution::Deps {
-        tasks: w.tasks.clone(),
-        runs: w.store.clone(),
-        clock: w.clock.clone(),
-        prices: stevedore_domain::cost::PriceTable::builtin(),
-        region: "us-east-1".into(),
-    };
-    reap_execution::function_handler(
-        &deps,
-        json!({"detail-type": "Step Functions Execution Status Change", "detail": {"executionArn": execution, "status": "ABORTED"}}),
-    )
-    .await
-    .unwrap();
+    w.reap("e1", "ABORTED").await.unwrap();
     let slots = w.store.held_slots();
     assert_eq!(slots.len(), 1, "the slot is held, not freed: {slots:?}");
     let now = stevedore_domain::ports::Clock::now(w.clock.as_ref());
@@ -803,20 +764,7 @@ async fn the_reaper_keeps_a_just_stopped_tasks_grace() {
     assert_eq!(rec.status, RunStatus::Failed);
     assert_eq!(w.tasks.stops().len(), 1, "record-run stopped the task");
     w.clock.advance(Duration::seconds(5));
-    let execution = World::execution("e1")["id"].as_str().unwrap().to_string();
-    let deps = reap_execution::Deps {
-        tasks: w.tasks.clone(),
-        runs: w.store.clone(),
-        clock: w.clock.clone(),
-        prices: stevedore_domain::cost::PriceTable::builtin(),
-        region: "us-east-1".into(),
-    };
-    reap_execution::function_handler(
-        &deps,
-        json!({"detail-type": "Step Functions Execution Status Change", "detail": {"executionArn": execution, "status": "FAILED"}}),
-    )
-    .await
-    .unwrap();
+    w.reap("e1", "FAILED").await.unwrap();
     let slots = w.store.held_slots();
     assert_eq!(slots.len(), 1, "still held through the grace: {slots:?}");
 }

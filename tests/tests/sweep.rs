@@ -244,13 +244,7 @@ async fn the_reaper_stops_the_task_of_a_launch_cut_short_before_it_named_its_tas
         (RunStatus::Pending, None)
     );
     let arn = w.tasks.launches()[0].client_token.clone();
-    let reap = reap_execution::Deps {
-        tasks: w.tasks.clone(),
-        runs: w.store.clone(),
-        clock: w.clock.clone(),
-        prices: stevedore_domain::cost::PriceTable::builtin(),
-        region: "us-east-1".into(),
-    };
+    let reap = w.reap_deps();
     let event = json!({"detail-type": "Step Functions Execution Status Change", "detail": {"executionArn": run.execution.id, "status": "ABORTED"}});
     let out = reap_execution::function_handler(&reap, event)
         .await
