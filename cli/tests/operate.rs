@@ -20,6 +20,7 @@ use stevedore_domain::ports::{RunStore, SystemClock};
 use stevedore_domain::run::RunRecord;
 use stevedore_domain::{FailureClass, RunStatus};
 use stevedore_integration_tests::contract::sample_run;
+use stevedore_integration_tests::iam::{self, Call, Deployment, Policy, Recorder};
 use stevedore_integration_tests::{emulator, run_store, sdk_config, unique, EcsFixture, REGION};
 use time::OffsetDateTime;
 
@@ -30,6 +31,10 @@ use common::text;
 struct Deployed {
     moto: String,
     ddb: String,
+    /// Where the CLI's requests go: the emulators, or recording proxies in
+    /// front of them ([`Deployed::recorded`]).
+    cli: (String, String),
+    recorder: Recorder,
     name: String,
     table: DynamoDbRunStore,
     sfn: aws_sdk_sfn::Client,
@@ -102,6 +107,8 @@ impl Deployed {
         .await;
         let home = common::home(&name);
         Some(Deployed {
+            cli: (moto.clone(), ddb.clone()),
+            recorder: Recorder::new(),
             moto,
             ddb,
             name,
@@ -113,11 +120,21 @@ impl Deployed {
         })
     }
 
+    /// The same stack, with every request the CLI makes recorded on its way
+    /// to the emulators (`self.recorder`).
+    fn recorded(mut self) -> Deployed {
+        self.cli = (
+            self.recorder.proxy(&self.moto),
+            self.recorder.proxy(&self.ddb),
+        );
+        self
+    }
+
     /// `stevedore ARGS` with the stack and the emulators, as a user's shell
     /// would have them (no retries unless a test asks for them).
     fn command(&self, args: &[&str]) -> Command {
         let mut c = common::command(&self.home, args);
-        aws_env(&mut c, &self.home, &self.moto, &self.ddb);
+        aws_env(&mut c, &self.home, &self.cli.0, &self.cli.1);
         c.env("STEVEDORE_STACK", &self.name);
         c
     }
@@ -852,6 +869,146 @@ async fn stop_says_why_when_the_run_is_never_cancelled() {
     expect_exit(&out, 1, &["reap-execution"]);
 }
 
+/// README's operator policy ("The permissions these commands need"), its
+/// example names (stack `stevedore` in eu-west-1, `<RunsTableName>`, ...)
+/// replaced by this stack's; and what the permission check must know of
+/// the deployment. The log group stays: the fixture's task definitions
+/// log to the example stack's `/stevedore/stevedore/jobs/it`.
+fn operator_policy(stack: &str, state_machine: &str, table: &str) -> (Value, Deployment) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split_once("**The permissions these commands need**")
+        .expect("README's operator policy")
+        .1;
+    let block = section
+        .split_once("```json\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the policy's json block")
+        .0;
+    let machine = state_machine.rsplit(':').next().unwrap_or_default();
+    let key = format!("arn:aws:kms:{REGION}:123456789012:key/4f1c2d7e-runs");
+    let text = block
+        .replace("eu-west-1", REGION)
+        .replace("stack/stevedore/", &format!("stack/{stack}/"))
+        .replace("stevedore-run-job", machine)
+        .replace("<RunsTableName>", table)
+        .replace("<RunsTableKeyArn>", &key);
+    let doc = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("README's operator policy is not JSON ({e}):\n{text}"));
+    let deployment = Deployment {
+        key_arn: key,
+        state_machine_arn: state_machine.to_string(),
+        task_roles: Vec::new(),
+    };
+    (doc, deployment)
+}
+
+/// The policy `doc` without its statement `sid`.
+fn without(doc: &Value, sid: Option<&str>) -> Policy {
+    let mut doc = doc.clone();
+    if let Some(statements) = doc["Statement"].as_array_mut() {
+        statements.retain(|s| s["Sid"].as_str() != sid);
+    }
+    Policy::from_documents(&[doc]).expect("an IAM policy the check evaluates")
+}
+
+#[tokio::test]
+async fn the_readme_operator_policy_allows_every_call_the_commands_make_and_no_action_is_spare() {
+    let Some(d) = Deployed::new().await else {
+        return;
+    };
+    let d = d.recorded();
+    let job = unique("orders");
+    let (_, run) = d.launched(&job).await;
+    let task = run.task_arn.clone().unwrap();
+    d.ecs.write_job_log(&task, &["line 1".to_string()]).await;
+    let id = run.run_id.as_str();
+    for args in [
+        &["runs", "list"][..],
+        &[
+            "runs", "list", "--job", &job, "--status", "RUNNING", "--since", "1d",
+        ],
+        &["runs", "show", id],
+        &["runs", "stats", "--job", &job],
+        &["logs", id, "--tail", "1"],
+    ] {
+        let out = d.run(args);
+        assert_eq!(code(&out), 0, "{args:?}: {}", both(&out));
+    }
+    let reading: Vec<Call> = d.recorder.calls();
+    let spec = d.spec_file(&d.spec(&job));
+    let out = d.run(&["start", spec.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", both(&out));
+    d.rerun(id).await;
+    let out = d.run(&["stop", id, "--wait", "1s", "--poll", "0.1"]);
+    expect_exit(&out, 1, &["reap-execution"]);
+    let all = d.recorder.calls();
+
+    let (doc, deployment) = operator_policy(&d.name, &d.state_machine, d.table.table());
+    let denied = iam::denied(&without(&doc, None), &all, &deployment);
+    assert!(
+        denied.is_empty(),
+        "README's operator policy lacks: {denied:#?}"
+    );
+    // Reading needs every statement but `Operate`, as the README says.
+    let denied = iam::denied(&without(&doc, Some("Operate")), &reading, &deployment);
+    assert!(denied.is_empty(), "reading without `Operate`: {denied:#?}");
+    let denied = iam::denied(&without(&doc, Some("Operate")), &all, &deployment);
+    assert!(
+        denied.iter().any(|d| d.contains("states:StartExecution"))
+            && denied.iter().any(|d| d.contains("states:StopExecution")),
+        "start, rerun and stop need `Operate`: {denied:#?}"
+    );
+    // Each action of each statement is one some command needs: leave it out
+    // and a call is denied.
+    let statements = doc["Statement"].as_array().cloned().unwrap_or_default();
+    assert!(statements.len() >= 7, "{doc:#}");
+    for (i, statement) in statements.iter().enumerate() {
+        let actions = match &statement["Action"] {
+            Value::String(a) => vec![a.clone()],
+            other => other
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect(),
+        };
+        for action in actions {
+            let mut less = doc.clone();
+            let kept: Vec<Value> = match &statement["Action"] {
+                Value::Array(all) => all
+                    .iter()
+                    .filter(|a| a.as_str() != Some(action.as_str()))
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            less["Statement"][i]["Action"] = Value::Array(kept);
+            let sid = statement["Sid"].as_str().unwrap_or_default();
+            assert!(
+                !iam::denied(&without(&less, None), &all, &deployment).is_empty(),
+                "no command needs `{action}` of README's statement `{sid}`"
+            );
+        }
+    }
+    assert_eq!(
+        iam::operations(&all),
+        [
+            "cloudformation:DescribeStacks",
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "ecs:DescribeTaskDefinition",
+            "logs:GetLogEvents",
+            "states:DescribeExecution",
+            "states:GetExecutionHistory",
+            "states:StartExecution",
+            "states:StopExecution",
+        ],
+        "the operations the commands made (a new one needs README's policy and iam.rs's needs)"
+    );
+}
+
 #[tokio::test]
 async fn errors_name_the_fix() {
     let Some(d) = Deployed::new().await else {
@@ -945,10 +1102,15 @@ async fn errors_name_the_fix() {
 /// (`moto_sfn::Stack`), and a CloudFormation stack whose outputs name it:
 /// what `stevedore --stack` operates.
 struct RealStack {
+    /// Recording proxies in front of moto and DynamoDB Local: every request
+    /// the CLI makes is in `recorder`.
     moto: String,
     ddb: String,
+    recorder: Recorder,
     name: String,
     home: PathBuf,
+    state_machine: String,
+    table: String,
 }
 
 impl RealStack {
@@ -968,15 +1130,17 @@ impl RealStack {
         )
         .await;
         let home = common::home(&name);
-        Some((
-            s,
-            RealStack {
-                moto,
-                ddb,
-                name,
-                home,
-            },
-        ))
+        let recorder = Recorder::new();
+        let cli = RealStack {
+            moto: recorder.proxy(&moto),
+            ddb: recorder.proxy(&ddb),
+            recorder,
+            name,
+            home,
+            state_machine: s.state_machine.clone(),
+            table: s.runs.table().to_string(),
+        };
+        Some((s, cli))
     }
 
     /// `stevedore ARGS` on this stack, its output captured.
@@ -988,6 +1152,18 @@ impl RealStack {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn stevedore")
+    }
+
+    /// Every request the CLI made is one README's operator policy allows.
+    fn within_the_operator_policy(&self) {
+        let calls = self.recorder.calls();
+        assert!(!calls.is_empty(), "the proxies recorded the CLI's requests");
+        let (doc, d) = operator_policy(&self.name, &self.state_machine, &self.table);
+        let denied = iam::denied(&without(&doc, None), &calls, &d);
+        assert!(
+            denied.is_empty(),
+            "README's operator policy lacks: {denied:#?}"
+        );
     }
 }
 
@@ -1024,6 +1200,7 @@ async fn start_follow_shows_the_steps_and_the_summary_of_a_real_run() {
         stdout.contains(&format!("--stack {}", cli.name)),
         "the log command: {stdout}"
     );
+    cli.within_the_operator_policy();
 }
 
 /// Plays ECS for a backfill on the moto stack until `child` exits: each
@@ -1207,4 +1384,5 @@ async fn a_backfill_on_a_stack_runs_30_days_3_at_a_time_and_its_rerun_skips_what
         names.contains(&format!("{job}-20261113T000000-2")),
         "{names:?}"
     );
+    cli.within_the_operator_policy();
 }

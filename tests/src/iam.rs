@@ -34,7 +34,7 @@ pub struct Call {
 /// Records the requests of every client built from the configs it wraps.
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
-    calls: Arc<Mutex<Vec<Call>>>,
+    pub(crate) calls: Arc<Mutex<Vec<Call>>>,
 }
 
 impl Recorder {
@@ -101,13 +101,26 @@ impl HttpConnector for RecordingConnector {
 }
 
 fn parse_request(request: &HttpRequest) -> Option<Call> {
+    call_of(
+        request.headers().get("authorization")?,
+        request.headers().get("x-amz-target"),
+        request.body().bytes().unwrap_or_default(),
+    )
+}
+
+/// The call a signed request makes, from its `Authorization` header, its
+/// `X-Amz-Target` header (JSON protocols) and its body (JSON, or the query
+/// protocol's form with `Action=`).
+pub fn call_of(authorization: &str, target: Option<&str>, body: &[u8]) -> Option<Call> {
     // `Credential=AKID/20261203/us-east-1/ecs/aws4_request`
-    let auth = request.headers().get("authorization")?;
-    let scope = auth.split("Credential=").nth(1)?.split(',').next()?;
+    let scope = authorization
+        .split("Credential=")
+        .nth(1)?
+        .split(',')
+        .next()?;
     let parts: Vec<&str> = scope.split('/').collect();
     let (region, service) = (parts.get(2)?.to_string(), parts.get(3)?.to_string());
-    let body = request.body().bytes().unwrap_or_default();
-    let (operation, params) = match request.headers().get("x-amz-target") {
+    let (operation, params) = match target {
         Some(target) => (
             target.rsplit('.').next().unwrap_or(target).to_string(),
             serde_json::from_slice(body).unwrap_or(Value::Null),
@@ -310,9 +323,34 @@ pub fn needs(call: &Call, d: &Deployment) -> Vec<Need> {
             d.state_machine_arn.clone(),
             &[],
         )],
-        ("states", "DescribeExecution") => vec![need(
-            "states:DescribeExecution",
-            str_of(p, "executionArn").to_string(),
+        // An execution's actions are authorized on the execution's ARN,
+        // starting or listing them on the state machine's (Service
+        // Authorization Reference, "Actions defined by AWS Step Functions").
+        ("states", op @ ("DescribeExecution" | "StopExecution" | "GetExecutionHistory")) => {
+            vec![need(
+                &format!("states:{op}"),
+                str_of(p, "executionArn").to_string(),
+                &[],
+            )]
+        }
+        ("states", op @ ("StartExecution" | "ListExecutions")) => vec![need(
+            &format!("states:{op}"),
+            str_of(p, "stateMachineArn").to_string(),
+            &[],
+        )],
+        // A stack's ARN ends in its id; a request by name is authorized on
+        // `stack/<name>/<id>`, and one without a name on every stack.
+        ("cloudformation", "DescribeStacks") => vec![need(
+            "cloudformation:DescribeStacks",
+            match p.get("StackName").and_then(Value::as_str) {
+                Some(name) if name.starts_with("arn:") => name.to_string(),
+                Some(name) => arn(
+                    "cloudformation",
+                    r,
+                    &format!("stack/{name}/6a1f2c30-0000-11f0-0000-0a1b2c3d4e5f"),
+                ),
+                None => "*".to_string(),
+            },
             &[],
         )],
         ("logs", "GetLogEvents") => vec![need(

@@ -21,6 +21,7 @@ use stevedore_domain::ports::{TaskTokens, TokenDelivery};
 use stevedore_domain::Result;
 
 pub mod moto_sfn;
+pub mod proxy;
 pub mod world;
 
 pub const REGION: &str = "us-east-1";
