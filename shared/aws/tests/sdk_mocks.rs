@@ -269,3 +269,42 @@ async fn when_dynamodb_throttles_the_error_is_throttled() {
         .unwrap_err();
     assert_eq!(err.class, FailureClass::Throttled);
 }
+
+/// A launch's calls stay bounded whatever `concurrency.max` is: when every
+/// slot the read shows free is lost to a racing launch (a race no emulator
+/// produces on demand), the store tries at most `SLOT_TRIES` of them. The
+/// function's timeout counts on it (tests/deploy/check_template.py reads
+/// `SLOT_TRIES` for launch-run's worst case).
+#[tokio::test]
+async fn a_slot_race_costs_at_most_slot_tries_writes_however_many_slots_look_free() {
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_sdk_dynamodb::operation::query::QueryOutput;
+    use stevedore_aws::dynamodb::SLOT_TRIES;
+    use stevedore_domain::run::SlotGrant;
+
+    let query = mock!(aws_sdk_dynamodb::Client::query)
+        .sequence()
+        .output(|| QueryOutput::builder().count(0).build())
+        .repeatedly()
+        .build();
+    let put = mock!(aws_sdk_dynamodb::Client::put_item)
+        .sequence()
+        .error(|| {
+            PutItemError::ConditionalCheckFailedException(
+                aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder()
+                    .message("The conditional request failed")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&query, &put]);
+    let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+    let grant = DynamoDbRunStore::new(client, "runs")
+        .acquire_slot("orders", "exec-1", 200, now + time::Duration::hours(1), now)
+        .await
+        .unwrap();
+    assert!(matches!(grant, SlotGrant::Busy { .. }), "{grant:?}");
+    assert_eq!(put.num_calls(), SLOT_TRIES, "one write per slot tried");
+    assert_eq!(query.num_calls(), 2, "the read, and the holders for Busy");
+}
