@@ -83,6 +83,14 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         None if home.join("secrets.env").exists() => read_secrets(&home.join("secrets.env"))?,
         None => BTreeMap::new(),
     };
+    let (_, unmasked) = stevedore_local::output::Masker::new(&secrets);
+    if !unmasked.is_empty() {
+        tell!(
+            "stevedore: not masked in the output (values under {} characters): {}",
+            stevedore_local::output::MASK_MIN_LEN,
+            unmasked.join(", ")
+        );
+    }
     let store = args.home.store()?;
     let clock = Arc::new(LocalClock::new(time::OffsetDateTime::now_utc()));
     recover(&store, clock.as_ref()).await;

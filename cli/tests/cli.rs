@@ -259,3 +259,128 @@ fn every_command_has_help() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot read does-not-exist.json"));
 }
+
+/// A webhook on this machine: answers `ok` to each post and keeps the bodies.
+fn slack_catcher() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/services/T0/B0/x", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            kept.lock().unwrap().push(text(&body));
+            let mut conn = conn;
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (url, bodies)
+}
+
+#[test]
+fn a_secret_from_the_secrets_file_never_shows_in_the_console_log_alert_or_slack() {
+    let h = home("secret");
+    let spec = h.join("leaky.json");
+    std::fs::write(
+        &spec,
+        json!({"job": "leaky", "taskDefinition": "etl", "container": "app", "command": ["sh", "-c",
+            "[ \"$DB_PASSWORD\" = hunter2xyz ] && echo the job has its secret; echo connecting with $DB_PASSWORD; echo password=$DB_PASSWORD >&2; exit 3"],
+            "retry": {"maxAttempts": 1}})
+        .to_string(),
+    )
+    .unwrap();
+    let secrets = h.join("sec.env");
+    std::fs::write(&secrets, "DB_PASSWORD=hunter2xyz\n").unwrap();
+    let (webhook, posted) = slack_catcher();
+    let out = command(
+        &h,
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--secrets",
+            secrets.to_str().unwrap(),
+        ],
+    )
+    .env("STEVEDORE_SLACK_WEBHOOK", &webhook)
+    .output()
+    .unwrap();
+    let console = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{console}");
+    assert!(console.contains("the job has its secret"), "{console}");
+    assert!(console.contains("connecting with ***"), "{console}");
+    assert!(console.contains("ALERT"), "the alert: {console}");
+    assert!(!console.contains("hunter2xyz"), "{console}");
+    let posted = posted.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1, "one Slack post: {posted:?}");
+    assert!(posted[0].contains("connecting with ***"), "{posted:?}");
+    assert!(!posted[0].contains("hunter2xyz"), "{posted:?}");
+    let run_id = text(&stevedore(&h, &["runs", "list", "--json"]).stdout)
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v["runId"].as_str().map(String::from))
+        .expect("the run");
+    let logs = stevedore(&h, &["logs", &run_id]);
+    assert!(text(&logs.stdout).contains("connecting with ***"));
+    for file in std::fs::read_dir(h.join("logs")).unwrap().flatten() {
+        let bytes = std::fs::read(file.path()).unwrap();
+        assert!(!text(&bytes).contains("hunter2xyz"), "{:?}", file.path());
+    }
+}
+
+#[test]
+fn a_job_writing_odd_bytes_and_ten_megabytes_succeeds_with_every_byte_logged_before_the_record() {
+    let h = home("bytes");
+    let spec = h.join("bytes.json");
+    let script = "printf 'caf\\351\\n'; printf 'err caf\\351\\n' >&2; \
+                  awk 'BEGIN { for (i = 0; i < 200000; i++) printf \"line %06d 0123456789012345678901234567890123456789\\n\", i }'; \
+                  echo the last line";
+    std::fs::write(
+        &spec,
+        json!({"job": "bytes", "taskDefinition": "etl", "container": "app", "command": ["sh", "-c", script]})
+            .to_string(),
+    )
+    .unwrap();
+    let out = stevedore(&h, &["run", spec.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("status     SUCCEEDED"),
+        "{}",
+        &stdout[stdout.len().saturating_sub(2000)..]
+    );
+    // The job's lines all come before the state machine records the run.
+    let last = stdout
+        .find("the last line")
+        .expect("the job's last line is shown");
+    let recorded = stdout.find("▸ Record run").expect("the record step");
+    assert!(last < recorded, "a job line after `Record run`");
+    assert!(stdout.contains("caf\u{fffd}"), "shown lossily");
+    let log = std::fs::read(
+        std::fs::read_dir(h.join("logs"))
+            .unwrap()
+            .flatten()
+            .next()
+            .expect("the log file")
+            .path(),
+    )
+    .unwrap();
+    let lines: Vec<&[u8]> = log
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 200_003, "every line in the log");
+    assert!(lines.contains(&&b"caf\xe9"[..]) && lines.contains(&&b"err caf\xe9"[..]));
+    assert_eq!(lines[lines.len() - 1], b"the last line");
+}

@@ -5,6 +5,7 @@
 
 pub mod ledger;
 pub mod notify;
+pub mod output;
 pub mod plane;
 pub mod procs;
 pub mod recovery;

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use stevedore_domain::ports::{Clock, Launch, LaunchedTask, RunningTask, TaskRunner};
 use stevedore_domain::task::{Attribute, ContainerState, TaskDescription, TaskLookup};
 use stevedore_domain::{Error, Result};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
 /// Where stopped-task events go (the `task-events` handler, in-process).
 pub type EventSink = Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -281,6 +281,8 @@ pub struct ProcessSettings {
 pub struct ProcessTaskRunner {
     table: Arc<Table>,
     settings: ProcessSettings,
+    /// Masks the injected secrets' values in every line of output.
+    masker: crate::output::Masker,
     pids: Arc<Mutex<HashMap<String, u32>>>,
     /// Stop events wait while this is held for writing (`hold_events`).
     events: Arc<tokio::sync::RwLock<()>>,
@@ -288,8 +290,10 @@ pub struct ProcessTaskRunner {
 
 impl ProcessTaskRunner {
     pub fn new(clock: Arc<dyn Clock>, settings: ProcessSettings) -> Self {
+        let (masker, _) = crate::output::Masker::new(&settings.secrets);
         ProcessTaskRunner {
             table: Arc::new(Table::new(clock)),
+            masker,
             settings,
             pids: Arc::new(Mutex::new(HashMap::new())),
             events: Arc::new(tokio::sync::RwLock::new(())),
@@ -342,7 +346,7 @@ impl TaskRunner for ProcessTaskRunner {
         // Opened before the process starts: from its start until its waiter
         // runs there is no await, so a dropped launch cannot lose the process.
         let log_path = self.log_path(&launch.run_id);
-        let mut log = tokio::fs::File::create(&log_path).await.map_err(|e| {
+        let log = tokio::fs::File::create(&log_path).await.map_err(|e| {
             Error::configuration(format!("cannot write {}: {e}", log_path.display()))
         })?;
         let mut cmd = tokio::process::Command::new(&command[0]);
@@ -386,7 +390,11 @@ impl TaskRunner for ProcessTaskRunner {
                 ledger.started(&arn, &launch.run_id, &crate::procs::ProcessId::of(pid));
             }
         }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        // The output, as bytes, to its end: each line masked, then into the
+        // log file and onto the console, all of it before the task counts as
+        // stopped (the stop event is what gets the run recorded).
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
         for stream in [
             child
                 .stdout
@@ -397,29 +405,23 @@ impl TaskRunner for ProcessTaskRunner {
         .into_iter()
         .flatten()
         {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
+            tokio::spawn(crate::output::pump(stream, tx.clone(), ended.clone()));
         }
         drop(tx);
         let echo = self.settings.echo.clone();
+        let masker = self.masker.clone();
         let run_id = launch.run_id.clone();
         let table = self.table.clone();
         let pids = self.pids.clone();
         let ledger = self.settings.ledger.clone();
         let events = self.events.clone();
         let writer = tokio::spawn(async move {
+            let mut log = tokio::io::BufWriter::new(log);
             while let Some(line) = rx.recv().await {
-                let _ = log.write_all(line.as_bytes()).await;
-                let _ = log.write_all(b"\n").await;
+                let line = masker.apply(&line);
+                let _ = log.write_all(&line).await;
                 if let Some(e) = &echo {
-                    e(&run_id, &line);
+                    e(&run_id, &crate::output::shown(&line));
                 }
             }
             let _ = log.flush().await;
@@ -436,10 +438,11 @@ impl TaskRunner for ProcessTaskRunner {
             }) {
                 signal(pid, libc::SIGKILL);
             }
-            // Let the output drain (its last lines are echoed before the
-            // task counts as gone); a leftover process holding the pipes
-            // must not hold up the report.
-            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+            // Every line is in the log and on the console before the stop is
+            // reported; a process that left the group and holds the pipes
+            // open is given up on once the output has been quiet a while.
+            let _ = ended_tx.send(true);
+            let _ = writer.await;
             pids.lock().unwrap_or_else(|p| p.into_inner()).remove(&arn);
             if let Some(ledger) = &ledger {
                 ledger.ended(&arn);

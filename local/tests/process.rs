@@ -33,6 +33,18 @@ fn runner(
     Arc<Mutex<Vec<Value>>>,
     std::path::PathBuf,
 ) {
+    runner_echoing(grace, None)
+}
+
+/// The runner, its lines echoed to `echo` as the CLI prints them.
+fn runner_echoing(
+    grace: Duration,
+    echo: Option<stevedore_local::tasks::LineEcho>,
+) -> (
+    ProcessTaskRunner,
+    Arc<Mutex<Vec<Value>>>,
+    std::path::PathBuf,
+) {
     let dir = std::env::temp_dir().join(format!(
         "stevedore-proc-{}-{}",
         std::process::id(),
@@ -49,7 +61,7 @@ fn runner(
                 "from-the-secrets-file".to_string(),
             )]),
             stop_grace: grace,
-            echo: None,
+            echo,
             ledger: None,
         },
     );
@@ -105,10 +117,12 @@ async fn a_process_runs_with_its_environment_and_reports_its_exit_code() {
         Some("EssentialContainerExited")
     );
     let log = std::fs::read_to_string(dir.join("p-run-a.log")).unwrap();
+    // The secret reached the job; its value never reaches the log.
     assert!(
-        log.contains("hi attempt 2 from-the-secrets-file") && log.contains("oops"),
+        log.contains("hi attempt 2 ***") && log.contains("oops"),
         "{log}"
     );
+    assert!(!log.contains("from-the-secrets-file"), "{log}");
     let described = r
         .describe_tasks(std::slice::from_ref(&first.task_arn))
         .await
@@ -183,5 +197,74 @@ async fn a_command_that_cannot_start_is_misconfigured_and_never_retried() {
         stevedore_domain::FailureClass::ContainerMisconfigured
     );
     assert!(err.message.contains("ermission denied"), "{}", err.message);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// What the CLI would print, line by line.
+fn collecting() -> (stevedore_local::tasks::LineEcho, Arc<Mutex<Vec<String>>>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    (
+        Arc::new(move |_run: &str, line: &str| sink.lock().unwrap().push(line.to_string())),
+        lines,
+    )
+}
+
+#[tokio::test]
+async fn a_byte_that_is_not_utf8_neither_stops_the_output_nor_fails_the_job() {
+    let (echo, shown) = collecting();
+    let (r, events, dir) = runner_echoing(Duration::from_secs(5), Some(echo));
+    // After the odd byte the job writes far more than a pipe holds: a reader
+    // that stopped there would kill it with SIGPIPE.
+    let script = "printf 'caf\\351\\n'; printf 'err caf\\351\\n' >&2; \
+                  i=0; while [ $i -lt 5000 ]; do echo \"after $i padding padding padding\"; i=$((i+1)); done; \
+                  printf 'no newline at the end'";
+    let l = launch(json!(["sh", "-c", script]), "u");
+    r.run_task(&l).await.unwrap();
+    let event = wait_for_event(&events, Duration::from_secs(20)).await;
+    assert_eq!(event.detail.container("app").unwrap().exit_code, Some(0));
+    let log = std::fs::read(dir.join("p-run-u.log")).unwrap();
+    let has = |needle: &[u8]| log.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        has(b"caf\xe9\n") && has(b"err caf\xe9\n"),
+        "the bytes as written"
+    );
+    assert!(has(b"after 4999 padding padding padding\n"));
+    assert!(
+        log.ends_with(b"no newline at the end"),
+        "the last bytes, as written"
+    );
+    let shown = shown.lock().unwrap().clone();
+    assert!(shown.contains(&"caf\u{fffd}".to_string()), "shown lossily");
+    assert_eq!(shown.len(), 2 + 5000 + 1, "every line shown once");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn every_line_of_a_large_output_is_logged_and_shown_before_the_stop_is_reported() {
+    let (echo, shown) = collecting();
+    let (r, events, dir) = runner_echoing(Duration::from_secs(5), Some(echo));
+    // 200,000 lines, ~10 MB, as fast as the job can write them.
+    let script = "awk 'BEGIN { for (i = 0; i < 200000; i++) printf \"line %06d %s\\n\", i, \"0123456789012345678901234567890123456789\" }'";
+    let l = launch(json!(["sh", "-c", script]), "v");
+    r.run_task(&l).await.unwrap();
+    let event = wait_for_event(&events, Duration::from_secs(120)).await;
+    assert_eq!(event.detail.container("app").unwrap().exit_code, Some(0));
+    // At the moment the stop is reported, all of it is there.
+    let shown_then = shown.lock().unwrap().len();
+    let log = std::fs::read(dir.join("p-run-v.log")).unwrap();
+    let lines: Vec<&[u8]> = log
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 200_000, "every line in the log");
+    assert!(log.len() > 10_000_000, "{} bytes", log.len());
+    for (i, line) in lines.iter().enumerate().step_by(9973) {
+        assert!(
+            line.starts_with(format!("line {i:06} ").as_bytes()),
+            "in order"
+        );
+    }
+    assert_eq!(shown_then, 200_000, "every line shown before the stop");
     std::fs::remove_dir_all(dir).ok();
 }
